@@ -1,0 +1,1 @@
+//! ekka-client (stub).

@@ -1,0 +1,1 @@
+//! ekka-node (stub).

@@ -1,0 +1,110 @@
+//! `Request` (a leader-stamped `Command`), `Response` and the reasons a command is rejected.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::id::{ClusterId, NodeId};
+
+/// What a log entry asks the state machine to do, with the time the leader stamped on it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Leader's wall clock when it proposed the entry, ms since the Unix epoch.
+    pub now_ms: u64,
+    pub cmd: Command,
+}
+
+/// Why a member is removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoveReason {
+    /// The member asked to leave.
+    Left,
+    /// Another member force-removed it, or it was replaced by a node of the same name.
+    Removed,
+}
+
+/// A change to the cluster state. Only the leader proposes commands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// First entry of a new cluster: records its id and its first member (a voter, up).
+    Bootstrap {
+        cluster_id: ClusterId,
+        id: NodeId,
+        name: String,
+        addr: String,
+        max_voters: u32,
+    },
+    /// Adds a member as a `joining` learner. A down member with the same name is replaced.
+    AddMember {
+        id: NodeId,
+        name: String,
+        addr: String,
+    },
+    /// Marks a member up, optionally recording a new address.
+    MarkUp { id: NodeId, addr: Option<String> },
+    /// Marks a member down.
+    MarkDown { id: NodeId },
+    /// Marks a member as leaving (it asked to leave; removal follows).
+    MarkLeaving { id: NodeId },
+    /// Mirrors the Raft voter and learner sets into the members' roles.
+    SetRoles {
+        voters: Vec<NodeId>,
+        learners: Vec<NodeId>,
+    },
+    /// Removes a member.
+    RemoveMember { id: NodeId, reason: RemoveReason },
+    /// Changes nothing but the revision.
+    Noop,
+}
+
+/// Why the state machine refused a command. The state is unchanged when it does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reject {
+    NotBootstrapped,
+    AlreadyBootstrapped,
+    NameInUse { name: String },
+    NoSuchMember { id: NodeId },
+    TooManyMembers,
+    TooManyVoters { max_voters: u32 },
+    WouldLoseQuorum,
+    InvalidArgument { message: String },
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reject::NotBootstrapped => f.write_str("the cluster is not bootstrapped"),
+            Reject::AlreadyBootstrapped => f.write_str("the cluster is already bootstrapped"),
+            Reject::NameInUse { name } => write!(f, "an up member is already named {name}"),
+            Reject::NoSuchMember { id } => write!(f, "no member with id {}", crate::fmt_id(*id)),
+            Reject::TooManyMembers => write!(
+                f,
+                "the cluster already has {} members",
+                crate::limits::MAX_MEMBERS
+            ),
+            Reject::TooManyVoters { max_voters } => {
+                write!(f, "more than max_voters ({max_voters}) voters")
+            }
+            Reject::WouldLoseQuorum => {
+                f.write_str("the change would leave fewer up voters than the quorum")
+            }
+            Reject::InvalidArgument { message } => f.write_str(message),
+        }
+    }
+}
+
+/// The result of applying one entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The revision (log index) of the entry.
+    pub revision: u64,
+    /// `None` when the command was applied; the reason when it was refused.
+    pub rejected: Option<Reject>,
+}
+
+impl Response {
+    pub fn is_ok(&self) -> bool {
+        self.rejected.is_none()
+    }
+}

@@ -1,0 +1,31 @@
+//! Membership events: one per committed change, numbered by the revision that made it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::NodeId;
+use crate::member::{Role, Status};
+
+/// What changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum EventKind {
+    MemberJoined,
+    MemberLeft,
+    MemberRemoved,
+    MemberUp,
+    MemberDown,
+    MemberLeaving,
+    RoleChanged { role: Role },
+    AddressChanged { addr: String },
+}
+
+/// One committed change to a member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub revision: u64,
+    pub id: NodeId,
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+    pub status: Status,
+}

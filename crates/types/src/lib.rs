@@ -1,0 +1,19 @@
+//! ekka-types: the pure core of ekka-rs: identities, members, commands and `ClusterState::apply`.
+//!
+//! Nothing in this crate reads a clock, a random source, the disk or the network: time enters only
+//! as the leader-stamped `now_ms` of a [`Request`], so every replica that applies the same log
+//! reaches the same state.
+
+pub mod check;
+pub mod command;
+pub mod event;
+pub mod id;
+pub mod limits;
+pub mod member;
+pub mod state;
+
+pub use command::{Command, Reject, RemoveReason, Request, Response};
+pub use event::{Event, EventKind};
+pub use id::{fmt_id, parse_id, ClusterId, NodeId};
+pub use member::{Member, Role, Status};
+pub use state::ClusterState;

@@ -1,0 +1,433 @@
+//! `ClusterState`: the replicated state machine and its total, deterministic `apply`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::check::{check_addr, check_name};
+use crate::command::{Command, Reject, RemoveReason, Request, Response};
+use crate::event::{Event, EventKind};
+use crate::id::{ClusterId, NodeId};
+use crate::limits::{MAX_EVENTS_RETAINED, MAX_MEMBERS, MAX_VOTERS_LIMIT};
+use crate::member::{Member, Role, Status};
+
+/// The replicated cluster state: members, the cluster id and the revision.
+///
+/// Every replica applies the same entries in the same order through [`ClusterState::apply`] and so
+/// holds the same value at the same revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// `0` until the cluster bootstraps.
+    pub cluster_id: ClusterId,
+    pub max_voters: u32,
+    pub members: BTreeMap<NodeId, Member>,
+    /// The log index of the last applied entry.
+    pub revision: u64,
+    /// The most recent membership events, oldest first.
+    pub events: VecDeque<Event>,
+}
+
+/// What the leader must do to remove a member without losing quorum.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemovePlan {
+    /// The voter set after the removal (unchanged when a learner is removed).
+    pub voters: BTreeSet<NodeId>,
+    /// A learner promoted to keep the number of voters, if any.
+    pub promoted: Option<NodeId>,
+    pub was_voter: bool,
+}
+
+/// The smallest number of voters that forms a majority of `n_voters`.
+pub fn quorum(n_voters: usize) -> usize {
+    n_voters / 2 + 1
+}
+
+impl ClusterState {
+    /// Applies one committed entry at log index `log_idx`.
+    ///
+    /// Total and deterministic: a command that breaks a rule is refused with a [`Reject`] and
+    /// changes nothing but the revision. An entry at or below the current revision (a replay) is
+    /// refused and changes nothing at all.
+    pub fn apply(&mut self, log_idx: u64, req: &Request) -> Response {
+        if log_idx <= self.revision && self.revision != 0 {
+            return Response {
+                revision: self.revision,
+                rejected: Some(Reject::InvalidArgument {
+                    message: format!("entry {log_idx} is not after revision {}", self.revision),
+                }),
+            };
+        }
+        self.revision = log_idx;
+        let rejected = self.apply_cmd(log_idx, req.now_ms, &req.cmd).err();
+        Response {
+            revision: log_idx,
+            rejected,
+        }
+    }
+
+    /// Records an entry that carries no command (a blank or membership entry without roles).
+    pub fn advance(&mut self, log_idx: u64) {
+        if log_idx > self.revision {
+            self.revision = log_idx;
+        }
+    }
+
+    fn apply_cmd(&mut self, rev: u64, now_ms: u64, cmd: &Command) -> Result<(), Reject> {
+        if self.cluster_id == 0 && !matches!(cmd, Command::Bootstrap { .. } | Command::Noop) {
+            return Err(Reject::NotBootstrapped);
+        }
+        match cmd {
+            Command::Noop => Ok(()),
+            Command::Bootstrap {
+                cluster_id,
+                id,
+                name,
+                addr,
+                max_voters,
+            } => {
+                if self.cluster_id != 0 {
+                    return Err(Reject::AlreadyBootstrapped);
+                }
+                if *cluster_id == 0 {
+                    return Err(invalid("cluster id 0 is reserved"));
+                }
+                let mv = *max_voters as usize;
+                if mv == 0 || mv % 2 == 0 || mv > MAX_VOTERS_LIMIT {
+                    return Err(invalid(format!(
+                        "max_voters must be odd, 1..={MAX_VOTERS_LIMIT}"
+                    )));
+                }
+                check_name(name).map_err(invalid)?;
+                check_addr(addr).map_err(invalid)?;
+                self.cluster_id = *cluster_id;
+                self.max_voters = *max_voters;
+                self.members.clear();
+                let m = Member {
+                    id: *id,
+                    name: name.clone(),
+                    addr: addr.clone(),
+                    role: Role::Voter,
+                    status: Status::Up,
+                    since_ms: now_ms,
+                    joined_at_ms: now_ms,
+                };
+                self.members.insert(*id, m);
+                self.event(rev, *id, EventKind::MemberJoined);
+                Ok(())
+            }
+            Command::AddMember { id, name, addr } => {
+                check_name(name).map_err(invalid)?;
+                check_addr(addr).map_err(invalid)?;
+                if let Some(m) = self.members.get(id) {
+                    if m.name != *name {
+                        return Err(invalid(format!(
+                            "id {} already belongs to {}",
+                            crate::fmt_id(*id),
+                            m.name
+                        )));
+                    }
+                    if m.addr != *addr {
+                        self.members.get_mut(id).expect("checked above").addr = addr.clone();
+                        self.event(rev, *id, EventKind::AddressChanged { addr: addr.clone() });
+                    }
+                    return Ok(());
+                }
+                let old = self.member_by_name(name).map(|m| (m.id, m.status));
+                if let Some((_, status)) = old {
+                    if status != Status::Down {
+                        return Err(Reject::NameInUse { name: name.clone() });
+                    }
+                }
+                if old.is_none() && self.members.len() >= MAX_MEMBERS {
+                    return Err(Reject::TooManyMembers);
+                }
+                if let Some((old_id, _)) = old {
+                    self.event(rev, old_id, EventKind::MemberRemoved);
+                    self.members.remove(&old_id);
+                }
+                self.members.insert(
+                    *id,
+                    Member {
+                        id: *id,
+                        name: name.clone(),
+                        addr: addr.clone(),
+                        role: Role::Learner,
+                        status: Status::Joining,
+                        since_ms: now_ms,
+                        joined_at_ms: now_ms,
+                    },
+                );
+                self.event(rev, *id, EventKind::MemberJoined);
+                Ok(())
+            }
+            Command::MarkUp { id, addr } => {
+                if let Some(a) = addr {
+                    check_addr(a).map_err(invalid)?;
+                }
+                let m = self
+                    .members
+                    .get_mut(id)
+                    .ok_or(Reject::NoSuchMember { id: *id })?;
+                let mut kinds = Vec::new();
+                if let Some(a) = addr {
+                    if m.addr != *a {
+                        m.addr = a.clone();
+                        kinds.push(EventKind::AddressChanged { addr: a.clone() });
+                    }
+                }
+                if m.status != Status::Up {
+                    m.status = Status::Up;
+                    m.since_ms = now_ms;
+                    kinds.push(EventKind::MemberUp);
+                }
+                for k in kinds {
+                    self.event(rev, *id, k);
+                }
+                Ok(())
+            }
+            Command::MarkDown { id } => self.set_status(rev, now_ms, *id, Status::Down),
+            Command::MarkLeaving { id } => self.set_status(rev, now_ms, *id, Status::Leaving),
+            Command::SetRoles { voters, learners } => {
+                if voters.is_empty() {
+                    return Err(invalid("a configuration needs at least one voter"));
+                }
+                let voter_set: BTreeSet<NodeId> = voters.iter().copied().collect();
+                if voter_set.len() > self.max_voters as usize {
+                    return Err(Reject::TooManyVoters {
+                        max_voters: self.max_voters,
+                    });
+                }
+                let learner_set: BTreeSet<NodeId> = learners.iter().copied().collect();
+                let mut changed = Vec::new();
+                for m in self.members.values_mut() {
+                    let role = if voter_set.contains(&m.id) {
+                        Role::Voter
+                    } else if learner_set.contains(&m.id) || m.role == Role::Voter {
+                        Role::Learner
+                    } else {
+                        m.role
+                    };
+                    if role != m.role {
+                        m.role = role;
+                        changed.push((m.id, role));
+                    }
+                }
+                for (id, role) in changed {
+                    self.event(rev, id, EventKind::RoleChanged { role });
+                }
+                Ok(())
+            }
+            Command::RemoveMember { id, reason } => {
+                if !self.members.contains_key(id) {
+                    return Err(Reject::NoSuchMember { id: *id });
+                }
+                let kind = match reason {
+                    RemoveReason::Left => EventKind::MemberLeft,
+                    RemoveReason::Removed => EventKind::MemberRemoved,
+                };
+                self.event(rev, *id, kind);
+                self.members.remove(id);
+                Ok(())
+            }
+        }
+    }
+
+    fn set_status(
+        &mut self,
+        rev: u64,
+        now_ms: u64,
+        id: NodeId,
+        status: Status,
+    ) -> Result<(), Reject> {
+        let m = self
+            .members
+            .get_mut(&id)
+            .ok_or(Reject::NoSuchMember { id })?;
+        if m.status == status {
+            return Ok(());
+        }
+        m.status = status;
+        m.since_ms = now_ms;
+        let kind = match status {
+            Status::Up => EventKind::MemberUp,
+            Status::Down => EventKind::MemberDown,
+            Status::Leaving => EventKind::MemberLeaving,
+            Status::Joining => EventKind::MemberJoined,
+        };
+        self.event(rev, id, kind);
+        Ok(())
+    }
+
+    fn event(&mut self, revision: u64, id: NodeId, kind: EventKind) {
+        let (name, status) = self
+            .members
+            .get(&id)
+            .map(|m| (m.name.clone(), m.status))
+            .unwrap_or_else(|| (String::new(), Status::Down));
+        self.events.push_back(Event {
+            revision,
+            id,
+            name,
+            kind,
+            status,
+        });
+        while self.events.len() > MAX_EVENTS_RETAINED {
+            self.events.pop_front();
+        }
+    }
+
+    /// The member with this name, if any. Names are unique.
+    pub fn member_by_name(&self, name: &str) -> Option<&Member> {
+        self.members.values().find(|m| m.name == name)
+    }
+
+    /// Ids of the voters.
+    pub fn voter_ids(&self) -> BTreeSet<NodeId> {
+        self.members
+            .values()
+            .filter(|m| m.role == Role::Voter)
+            .map(|m| m.id)
+            .collect()
+    }
+
+    fn is_up(&self, id: NodeId) -> bool {
+        self.members
+            .get(&id)
+            .is_some_and(|m| m.status == Status::Up)
+    }
+
+    /// Names of running members (ekka's `running_nodes`), sorted.
+    pub fn running_nodes(&self) -> Vec<String> {
+        self.names_where(|m| m.status.is_running())
+    }
+
+    /// Names of stopped members (ekka's `stopped_nodes`), sorted.
+    pub fn stopped_nodes(&self) -> Vec<String> {
+        self.names_where(|m| !m.status.is_running())
+    }
+
+    fn names_where(&self, f: impl Fn(&Member) -> bool) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| f(m))
+            .map(|m| m.name.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Admission control for removing `id`: the voter set afterwards must still have a quorum of up
+    /// voters. When a voter goes, the oldest up learner takes its seat, keeping the voter count.
+    pub fn plan_remove(&self, id: NodeId) -> Result<RemovePlan, Reject> {
+        let m = self.members.get(&id).ok_or(Reject::NoSuchMember { id })?;
+        let mut voters = self.voter_ids();
+        if m.role != Role::Voter {
+            return Ok(RemovePlan {
+                voters,
+                promoted: None,
+                was_voter: false,
+            });
+        }
+        voters.remove(&id);
+        let promoted = self.up_learners().into_iter().find(|l| *l != id);
+        if let Some(l) = promoted {
+            voters.insert(l);
+        }
+        let n_up = voters.iter().filter(|v| self.is_up(**v)).count();
+        if voters.is_empty() || n_up < quorum(voters.len()) {
+            return Err(Reject::WouldLoseQuorum);
+        }
+        Ok(RemovePlan {
+            voters,
+            promoted,
+            was_voter: true,
+        })
+    }
+
+    /// Up learners, oldest member first.
+    fn up_learners(&self) -> Vec<NodeId> {
+        let mut v: Vec<&Member> = self
+            .members
+            .values()
+            .filter(|m| m.role == Role::Learner && m.status == Status::Up)
+            .collect();
+        v.sort_by_key(|m| (m.joined_at_ms, m.id));
+        v.into_iter().map(|m| m.id).collect()
+    }
+
+    /// Learners the leader should promote now: enough to bring the voter count to the largest odd
+    /// number not above `max_voters` and the number of voters plus up learners.
+    pub fn learners_to_promote(&self) -> Vec<NodeId> {
+        let n_voters = self.voter_ids().len();
+        let learners = self.up_learners();
+        let candidates = (n_voters + learners.len()).min(self.max_voters as usize);
+        let target = if candidates % 2 == 0 {
+            candidates.saturating_sub(1)
+        } else {
+            candidates
+        };
+        if target <= n_voters {
+            return Vec::new();
+        }
+        learners.into_iter().take(target - n_voters).collect()
+    }
+
+    /// Events with a revision strictly greater than `after`, oldest first; `None` when some of
+    /// them were already dropped from the retained window.
+    pub fn events_after(&self, after: u64) -> Option<Vec<Event>> {
+        if let Some(first) = self.events.front() {
+            if after + 1 < first.revision && after < self.revision {
+                return None;
+            }
+        }
+        Some(
+            self.events
+                .iter()
+                .filter(|e| e.revision > after)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Checks the invariants that hold after every `apply`; returns the first broken one.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut names = BTreeSet::new();
+        for (id, m) in &self.members {
+            if *id != m.id {
+                return Err(format!("member key {id} holds id {}", m.id));
+            }
+            if !names.insert(m.name.as_str()) {
+                return Err(format!("two members are named {}", m.name));
+            }
+        }
+        if self.voter_ids().len() > self.max_voters.max(1) as usize {
+            return Err(format!(
+                "{} voters, more than max_voters {}",
+                self.voter_ids().len(),
+                self.max_voters
+            ));
+        }
+        if self.members.len() > MAX_MEMBERS {
+            return Err("more members than MAX_MEMBERS".into());
+        }
+        if self.cluster_id == 0 && !self.members.is_empty() {
+            return Err("members without a cluster id".into());
+        }
+        if self.events.len() > MAX_EVENTS_RETAINED {
+            return Err("more events than MAX_EVENTS_RETAINED".into());
+        }
+        if self.events.iter().any(|e| e.revision > self.revision) {
+            return Err("an event is newer than the revision".into());
+        }
+        Ok(())
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Reject {
+    Reject::InvalidArgument {
+        message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,228 @@
+//! Unit tests of `ClusterState::apply` and admission control.
+
+use super::*;
+
+fn req(cmd: Command) -> Request {
+    Request { now_ms: 1_000, cmd }
+}
+
+fn boot() -> ClusterState {
+    let mut s = ClusterState::default();
+    let r = s.apply(
+        1,
+        &req(Command::Bootstrap {
+            cluster_id: 7,
+            id: 1,
+            name: "n1".into(),
+            addr: "127.0.0.1:1".into(),
+            max_voters: 5,
+        }),
+    );
+    assert!(r.is_ok(), "{r:?}");
+    s
+}
+
+fn add(s: &mut ClusterState, idx: u64, id: NodeId, name: &str) -> Response {
+    s.apply(
+        idx,
+        &req(Command::AddMember {
+            id,
+            name: name.into(),
+            addr: format!("127.0.0.1:{}", 100 + id),
+        }),
+    )
+}
+
+#[test]
+fn bootstrap_makes_one_up_voter() {
+    let s = boot();
+    assert_eq!(s.cluster_id, 7);
+    assert_eq!(s.voter_ids().into_iter().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(s.running_nodes(), vec!["n1"]);
+    assert!(s.stopped_nodes().is_empty());
+    let mut again = s.clone();
+    let r = again.apply(
+        2,
+        &req(Command::Bootstrap {
+            cluster_id: 8,
+            id: 2,
+            name: "n2".into(),
+            addr: "127.0.0.1:2".into(),
+            max_voters: 5,
+        }),
+    );
+    assert_eq!(r.rejected, Some(Reject::AlreadyBootstrapped));
+    assert_eq!(again.cluster_id, 7);
+}
+
+#[test]
+fn commands_before_bootstrap_are_refused() {
+    let mut s = ClusterState::default();
+    let r = add(&mut s, 1, 2, "n2");
+    assert_eq!(r.rejected, Some(Reject::NotBootstrapped));
+    assert!(s.members.is_empty());
+}
+
+#[test]
+fn name_in_use_only_while_the_old_member_is_not_down() {
+    let mut s = boot();
+    assert!(add(&mut s, 2, 2, "n2").is_ok());
+    let r = add(&mut s, 3, 3, "n2");
+    assert_eq!(r.rejected, Some(Reject::NameInUse { name: "n2".into() }));
+    assert!(s.apply(4, &req(Command::MarkDown { id: 2 })).is_ok());
+    assert!(add(&mut s, 5, 3, "n2").is_ok());
+    assert!(!s.members.contains_key(&2));
+    assert_eq!(s.member_by_name("n2").map(|m| m.id), Some(3));
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn stale_entries_change_nothing() {
+    let mut s = boot();
+    assert!(add(&mut s, 5, 2, "n2").is_ok());
+    let before = s.clone();
+    let r = add(&mut s, 5, 3, "n3");
+    assert!(!r.is_ok());
+    assert_eq!(s, before);
+}
+
+#[test]
+fn set_roles_mirrors_raft_and_respects_max_voters() {
+    let mut s = boot();
+    for (i, id) in (2..=6).enumerate() {
+        assert!(add(&mut s, 2 + i as u64, id, &format!("n{id}")).is_ok());
+    }
+    let r = s.apply(
+        10,
+        &req(Command::SetRoles {
+            voters: vec![1, 2, 3, 4, 5, 6],
+            learners: vec![],
+        }),
+    );
+    assert_eq!(r.rejected, Some(Reject::TooManyVoters { max_voters: 5 }));
+    assert_eq!(s.voter_ids().len(), 1);
+    let r = s.apply(
+        11,
+        &req(Command::SetRoles {
+            voters: vec![1, 2, 3],
+            learners: vec![4, 5, 6],
+        }),
+    );
+    assert!(r.is_ok());
+    assert_eq!(s.voter_ids().len(), 3);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn promotion_keeps_an_odd_number_of_voters() {
+    let mut s = boot();
+    assert!(add(&mut s, 2, 2, "n2").is_ok());
+    assert!(s
+        .apply(3, &req(Command::MarkUp { id: 2, addr: None }))
+        .is_ok());
+    assert!(
+        s.learners_to_promote().is_empty(),
+        "two nodes keep one voter"
+    );
+    assert!(add(&mut s, 4, 3, "n3").is_ok());
+    assert!(s
+        .apply(5, &req(Command::MarkUp { id: 3, addr: None }))
+        .is_ok());
+    assert_eq!(s.learners_to_promote(), vec![2, 3]);
+}
+
+#[test]
+fn removing_a_voter_refused_when_quorum_would_be_lost() {
+    let mut s = boot();
+    add(&mut s, 2, 2, "n2");
+    add(&mut s, 3, 3, "n3");
+    s.apply(4, &req(Command::MarkUp { id: 2, addr: None }));
+    s.apply(5, &req(Command::MarkUp { id: 3, addr: None }));
+    s.apply(
+        6,
+        &req(Command::SetRoles {
+            voters: vec![1, 2, 3],
+            learners: vec![],
+        }),
+    );
+    s.apply(7, &req(Command::MarkDown { id: 3 }));
+    // n2 leaving would leave {n1, n3} with only n1 up: below the quorum of two.
+    assert_eq!(s.plan_remove(2), Err(Reject::WouldLoseQuorum));
+    // Removing the down voter n3 leaves {n1, n2}, both up.
+    let plan = s.plan_remove(3).unwrap();
+    assert_eq!(plan.voters.into_iter().collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(s.plan_remove(9), Err(Reject::NoSuchMember { id: 9 }));
+}
+
+#[test]
+fn removing_the_only_voter_promotes_an_up_learner() {
+    let mut s = boot();
+    add(&mut s, 2, 2, "n2");
+    s.apply(3, &req(Command::MarkUp { id: 2, addr: None }));
+    let plan = s.plan_remove(1).unwrap();
+    assert_eq!(plan.promoted, Some(2));
+    assert_eq!(plan.voters.into_iter().collect::<Vec<_>>(), vec![2]);
+}
+
+#[test]
+fn events_follow_changes_with_their_revision() {
+    let mut s = boot();
+    add(&mut s, 2, 2, "n2");
+    s.apply(
+        3,
+        &req(Command::MarkUp {
+            id: 2,
+            addr: Some("127.0.0.1:9".into()),
+        }),
+    );
+    s.apply(4, &req(Command::MarkDown { id: 2 }));
+    s.apply(
+        5,
+        &req(Command::RemoveMember {
+            id: 2,
+            reason: RemoveReason::Removed,
+        }),
+    );
+    let evs = s.events_after(1).unwrap();
+    let kinds: Vec<_> = evs.iter().map(|e| (e.revision, e.kind.clone())).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (2, EventKind::MemberJoined),
+            (
+                3,
+                EventKind::AddressChanged {
+                    addr: "127.0.0.1:9".into()
+                }
+            ),
+            (3, EventKind::MemberUp),
+            (4, EventKind::MemberDown),
+            (5, EventKind::MemberRemoved),
+        ]
+    );
+    assert!(evs.iter().all(|e| e.name == "n2"));
+}
+
+#[test]
+fn bad_names_and_addresses_are_rejected() {
+    let mut s = boot();
+    let r = s.apply(
+        2,
+        &req(Command::AddMember {
+            id: 2,
+            name: "bad name".into(),
+            addr: "127.0.0.1:1".into(),
+        }),
+    );
+    assert!(matches!(r.rejected, Some(Reject::InvalidArgument { .. })));
+    let r = s.apply(
+        3,
+        &req(Command::AddMember {
+            id: 2,
+            name: "n2".into(),
+            addr: "nowhere".into(),
+        }),
+    );
+    assert!(matches!(r.rejected, Some(Reject::InvalidArgument { .. })));
+    assert_eq!(s.members.len(), 1);
+}
