@@ -1,1 +1,44 @@
-fn main() {}
+//! The `ekka` binary: `agent`, `cluster ...` and `up`. Exit codes: 0 success, 1 operation failed
+//! (`error: <code>: <message>` on stderr), 2 usage or configuration error.
+
+mod cli;
+
+use clap::Parser;
+use ekka::ErrorCode;
+
+fn main() {
+    let args = cli::args::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EKKA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: internal: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let res = rt.block_on(async move {
+        match args.cmd {
+            cli::args::Cmd::Agent(a) => cli::agent::run(*a).await,
+            cli::args::Cmd::Cluster(c) => cli::cluster::run(c).await,
+            cli::args::Cmd::Up(u) => cli::up::run(u).await,
+        }
+    });
+    if let Err(e) = res {
+        eprintln!("error: {}: {}", e.code, e.message);
+        let code = match e.code {
+            ErrorCode::InvalidConfig => 2,
+            _ => 1,
+        };
+        std::process::exit(code);
+    }
+}

@@ -1,1 +1,16 @@
-//! ekka-node (stub).
+//! ekka-node: a running ekka node. openraft wiring over `ekka-store`, the tonic transport and
+//! services, join / leave / force-leave with ekka's semantics, the leader's status monitor, and
+//! the embedding API ([`Node`]).
+
+mod config;
+mod error;
+mod monitor;
+mod network;
+mod node;
+mod recover;
+mod server;
+
+pub use config::{NodeConfig, DEFAULT_COOKIE};
+pub use error::{from_status, to_status};
+pub use node::{Action, ForceLeaveOutcome, JoinOutcome, Node};
+pub use recover::{recover, RecoverReport};

@@ -1,1 +1,30 @@
-//! ekka-store (stub).
+//! ekka-store: the openraft type configuration, the data dir, and the sled-backed log store and
+//! state machine (openraft storage-v2). Only this crate imports sled.
+
+mod data_dir;
+mod error;
+mod log_store;
+mod state_machine;
+
+use std::io::Cursor;
+
+pub use data_dir::DataDir;
+pub use error::StoreError;
+pub use log_store::LogStore;
+pub use state_machine::{SharedState, StateMachineStore};
+
+/// A node id (random, kept in the data dir).
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for ekka.
+    pub TypeConfig:
+        D = ekka_types::Request,
+        R = ekka_types::Response,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// The Raft instance type.
+pub type Raft = openraft::Raft<TypeConfig>;

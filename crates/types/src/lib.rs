@@ -6,14 +6,18 @@
 
 pub mod check;
 pub mod command;
+pub mod error;
 pub mod event;
 pub mod id;
 pub mod limits;
 pub mod member;
 pub mod state;
+pub mod status;
 
 pub use command::{Command, Reject, RemoveReason, Request, Response};
+pub use error::{ApiError, ErrorCode};
 pub use event::{Event, EventKind};
 pub use id::{fmt_id, parse_id, ClusterId, NodeId};
 pub use member::{Member, Role, Status};
 pub use state::ClusterState;
+pub use status::ClusterStatus;

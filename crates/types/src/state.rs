@@ -91,7 +91,7 @@ impl ClusterState {
                     return Err(invalid("cluster id 0 is reserved"));
                 }
                 let mv = *max_voters as usize;
-                if mv == 0 || mv % 2 == 0 || mv > MAX_VOTERS_LIMIT {
+                if mv == 0 || mv.is_multiple_of(2) || mv > MAX_VOTERS_LIMIT {
                     return Err(invalid(format!(
                         "max_voters must be odd, 1..={MAX_VOTERS_LIMIT}"
                     )));
@@ -361,7 +361,7 @@ impl ClusterState {
         let n_voters = self.voter_ids().len();
         let learners = self.up_learners();
         let candidates = (n_voters + learners.len()).min(self.max_voters as usize);
-        let target = if candidates % 2 == 0 {
+        let target = if candidates.is_multiple_of(2) {
             candidates.saturating_sub(1)
         } else {
             candidates

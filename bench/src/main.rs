@@ -1,0 +1,241 @@
+//! `ekka-bench`: measures a release `ekka` binary on this machine and runs etcd (Debian
+//! `etcd-server`) side by side where there is a peer figure, printing each figure and the ratio.
+//! Not a test: nothing here asserts a timing.
+//!
+//! Run: `cargo build --release && cargo run --release -p ekka-bench -- [--trials N]`
+
+mod etcd;
+mod proc;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ekka_client::{Client, Outcome};
+use ekka_types::Status;
+
+use crate::proc::{Agent, COOKIE};
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((s.len() as f64 - 1.0) * p).round() as usize;
+    s[i.min(s.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn line(what: &str, v: &[f64], unit: &str) {
+    println!(
+        "{what:<48} n={:<3} p50={:>8.1}{unit} p99={:>8.1}{unit} min={:>8.1}{unit} max={:>8.1}{unit}",
+        v.len(),
+        pct(v, 0.5),
+        pct(v, 0.99),
+        pct(v, 0.0),
+        pct(v, 1.0)
+    );
+}
+
+async fn wait_for<F, Fut>(limit: Duration, mut f: F) -> Result<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if f().await {
+            return Ok(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    bail!("condition not reached within {limit:?}")
+}
+
+/// Starts n agents and joins them to the first; returns them once all are up.
+async fn form(dir: &std::path::Path, n: usize) -> Result<(Vec<Agent>, Duration)> {
+    let t0 = Instant::now();
+    let mut agents = Vec::new();
+    for i in 1..=n {
+        agents.push(Agent::start(dir, &format!("n{i}")).await?);
+    }
+    let seed = agents[0].addr.clone();
+    for a in &agents[1..] {
+        let c = Client::new(&a.addr, COOKIE)?;
+        match c.join(&seed).await? {
+            Outcome::Done(_) => {}
+            Outcome::Ignored(w) => bail!("join ignored: {w}"),
+        }
+    }
+    let c = Client::new(&seed, COOKIE)?;
+    wait_for(Duration::from_secs(30), || async {
+        c.status()
+            .await
+            .is_ok_and(|s| s.members.len() == n && s.members.iter().all(|m| m.status == Status::Up))
+    })
+    .await?;
+    Ok((agents, t0.elapsed()))
+}
+
+async fn bench_up(trials: usize) -> Result<()> {
+    for n in [3usize, 5] {
+        let mut v = Vec::new();
+        for _ in 0..trials.min(10) {
+            let d = tempfile::tempdir()?;
+            v.push(ms(proc::time_up(d.path(), n).await?));
+        }
+        line(&format!("ekka up --nodes {n}: formed (ms)"), &v, "ms");
+    }
+    Ok(())
+}
+
+async fn bench_join(trials: usize) -> Result<()> {
+    let d = tempfile::tempdir()?;
+    let seed = Agent::start(d.path(), "seed").await?;
+    let mut joiner = Agent::start(d.path(), "j").await?;
+    let c = Client::new(&joiner.addr, COOKIE)?;
+    let mut v = Vec::new();
+    for _ in 0..trials {
+        let t0 = Instant::now();
+        c.join(&seed.addr).await.context("join")?;
+        v.push(ms(t0.elapsed()));
+        c.leave().await.context("leave")?;
+    }
+    line("cluster join latency, 1-node seed (ms)", &v, "ms");
+    joiner.kill();
+    Ok(())
+}
+
+/// Kills the leader of a 3-node cluster; measures until a survivor reports a new leader, and
+/// until the old leader is shown down.
+async fn bench_failover(trials: usize) -> Result<()> {
+    let mut elect = Vec::new();
+    let mut down = Vec::new();
+    for _ in 0..trials {
+        let d = tempfile::tempdir()?;
+        let (mut agents, _) = form(d.path(), 3).await?;
+        let c = Client::new(&agents[0].addr, COOKIE)?;
+        let s = c.status().await?;
+        let old = s.leader.clone().context("no leader")?;
+        let term = s.term;
+        let idx = agents
+            .iter()
+            .position(|a| a.name == old)
+            .context("leader agent")?;
+        let survivor = agents[(idx + 1) % 3].addr.clone();
+        let sc = Client::new(&survivor, COOKIE)?;
+        agents[idx].kill();
+        let t0 = Instant::now();
+        wait_for(Duration::from_secs(20), || async {
+            sc.status()
+                .await
+                .is_ok_and(|s| s.term > term && s.leader.as_deref().is_some_and(|l| l != old))
+        })
+        .await?;
+        elect.push(ms(t0.elapsed()));
+        wait_for(Duration::from_secs(20), || async {
+            sc.status()
+                .await
+                .is_ok_and(|s| s.member(&old).is_some_and(|m| m.status == Status::Down))
+        })
+        .await?;
+        down.push(ms(t0.elapsed()));
+    }
+    line("leader SIGKILL -> new leader in status (ms)", &elect, "ms");
+    line("leader SIGKILL -> old leader shown down (ms)", &down, "ms");
+    Ok(())
+}
+
+async fn bench_detect(trials: usize) -> Result<()> {
+    let mut v = Vec::new();
+    let d = tempfile::tempdir()?;
+    let (mut agents, _) = form(d.path(), 3).await?;
+    let c = Client::new(&agents[0].addr, COOKIE)?;
+    let leader = c.status().await?.leader.context("no leader")?;
+    let victim = agents
+        .iter()
+        .position(|a| a.name != leader)
+        .context("follower")?;
+    for _ in 0..trials {
+        let name = agents[victim].name.clone();
+        agents[victim].kill();
+        let t0 = Instant::now();
+        wait_for(Duration::from_secs(20), || async {
+            c.status()
+                .await
+                .is_ok_and(|s| s.member(&name).is_some_and(|m| m.status == Status::Down))
+        })
+        .await?;
+        v.push(ms(t0.elapsed()));
+        agents[victim].restart().await?;
+        wait_for(Duration::from_secs(20), || async {
+            c.status()
+                .await
+                .is_ok_and(|s| s.member(&name).is_some_and(|m| m.status == Status::Up))
+        })
+        .await?;
+    }
+    line("follower SIGKILL -> shown down (ms)", &v, "ms");
+    Ok(())
+}
+
+async fn bench_rss(etcd: &Option<etcd::Etcd>) -> Result<()> {
+    let d = tempfile::tempdir()?;
+    let (agents, _) = form(d.path(), 3).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await; // idle, as the figure says
+    let rss: Vec<f64> = agents
+        .iter()
+        .map(|a| proc::rss_kib(a.pid()) as f64 / 1024.0)
+        .collect();
+    line("idle RSS per ekka agent, 3-node cluster (MiB)", &rss, "M");
+    if let Some(e) = etcd {
+        let er: Vec<f64> = e
+            .pids()
+            .iter()
+            .map(|p| proc::rss_kib(*p) as f64 / 1024.0)
+            .collect();
+        line("idle RSS per etcd member, 3-node cluster (MiB)", &er, "M");
+        println!(
+            "ratio ekka/etcd RSS p50: {:.2}",
+            pct(&rss, 0.5) / pct(&er, 0.5)
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let trials = args
+        .iter()
+        .position(|a| a == "--trials")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20usize);
+    println!("ekka binary: {}", proc::ekka_bin().display());
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    bench_up(trials).await?;
+    bench_join(trials).await?;
+    bench_failover(trials).await?;
+    bench_detect(trials).await?;
+    let etcd = match etcd::Etcd::start_cluster(3).await {
+        Ok(e) => Some(e),
+        Err(err) => {
+            println!("etcd: not measured ({err:#})");
+            None
+        }
+    };
+    if let Some(e) = &etcd {
+        println!("etcd: {}", e.version());
+        let f = e.failover_trials(trials.min(10)).await?;
+        line("etcd leader SIGKILL -> put succeeds (ms)", &f, "ms");
+    }
+    bench_rss(&etcd).await?;
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! Child processes of the benchmark: ekka agents, `ekka up`, and their memory.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const COOKIE: &str = "bench-cookie";
+
+/// The release binary: `$EKKA_BIN`, else `target/release/ekka` next to this workspace.
+pub fn ekka_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("EKKA_BIN") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/ekka")
+}
+
+/// One `ekka agent` process.
+pub struct Agent {
+    pub name: String,
+    pub addr: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    pub async fn start(dir: &Path, name: &str) -> Result<Agent> {
+        let mut a = Agent {
+            name: name.to_string(),
+            addr: String::new(),
+            dir: dir.join(name),
+            child: None,
+        };
+        a.restart().await?;
+        Ok(a)
+    }
+
+    pub async fn restart(&mut self) -> Result<()> {
+        let mut child = Command::new(ekka_bin())
+            .arg("agent")
+            .args([
+                "--name",
+                &self.name,
+                "--listen",
+                "127.0.0.1:0",
+                "--cookie",
+                COOKIE,
+            ])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .env("EKKA_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn ekka agent")?;
+        let out = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(out).lines();
+        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .context("agent start timed out")??
+            .context("agent exited")?;
+        self.addr = first
+            .strip_prefix("listening on ")
+            .context("no listening line")?
+            .to_string();
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+        }
+    }
+}
+
+/// Resident set size of `pid`, KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs `ekka up --nodes n` and times it from spawn to its "formed" line; then stops it.
+pub async fn time_up(dir: &Path, n: usize) -> Result<Duration> {
+    let t0 = Instant::now();
+    let mut child = Command::new(ekka_bin())
+        .args(["up", "--nodes", &n.to_string(), "--cookie", COOKIE])
+        .arg("--dir")
+        .arg(dir)
+        .env("EKKA_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawn ekka up")?;
+    let out = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(out).lines();
+    let took = loop {
+        let l = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .context("ekka up timed out")??;
+        match l {
+            Some(l) if l.starts_with(&format!("cluster of {n} formed")) => break t0.elapsed(),
+            Some(_) => {}
+            None => bail!("ekka up exited before forming"),
+        }
+    };
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) on our own child; `up` stops its agents on SIGINT.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGINT);
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    Ok(took)
+}

@@ -1,0 +1,124 @@
+//! `NodeConfig`: everything a node needs to start, and its validation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ekka_types::check::{check_addr, check_name};
+use ekka_types::limits::{MAX_COOKIE_BYTES, MAX_VOTERS_LIMIT};
+use ekka_types::{ApiError, ErrorCode};
+
+pub use ekka_proto::DEFAULT_COOKIE;
+
+/// Configuration of one node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Unique member name.
+    pub name: String,
+    /// Address to bind the gRPC server to; port 0 picks a free port.
+    pub listen: String,
+    /// Address given to peers; the bound address when `None`.
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    /// Shared cluster secret; every RPC must carry it.
+    pub cookie: String,
+    /// `singleton` discovery: never joins and is never joined.
+    pub singleton: bool,
+    /// Most voters the cluster keeps (odd). Only used when this node bootstraps the cluster.
+    pub max_voters: u32,
+    pub heartbeat_interval: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// The leader marks a member down after this long without an answer.
+    pub down_after: Duration,
+    /// How long a join, leave or force-leave may take before it fails with `unavailable`.
+    pub op_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// A configuration with the defaults of the `ekka agent` command.
+    pub fn new(name: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        NodeConfig {
+            name: name.into(),
+            listen: "127.0.0.1:4370".into(),
+            advertise: None,
+            data_dir: data_dir.into(),
+            cookie: DEFAULT_COOKIE.into(),
+            singleton: false,
+            max_voters: ekka_types::limits::DEFAULT_MAX_VOTERS as u32,
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(250),
+            election_timeout_max: Duration::from_millis(500),
+            down_after: Duration::from_millis(500),
+            op_timeout: Duration::from_secs(15),
+        }
+    }
+
+    /// Checks every field; the error is an `invalid_config` one naming the field.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let bad = |m: String| Err(ApiError::new(ErrorCode::InvalidConfig, m));
+        if let Err(e) = check_name(&self.name) {
+            return bad(format!("name: {e}"));
+        }
+        if let Err(e) = self.listen.parse::<std::net::SocketAddr>() {
+            return bad(format!("listen: {:?} is not IP:PORT ({e})", self.listen));
+        }
+        if let Some(a) = &self.advertise {
+            if let Err(e) = check_addr(a) {
+                return bad(format!("advertise: {e}"));
+            }
+        }
+        if self.cookie.is_empty() || self.cookie.len() > MAX_COOKIE_BYTES {
+            return bad(format!("cookie: must be 1..={MAX_COOKIE_BYTES} bytes"));
+        }
+        if self.cookie.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
+            return bad("cookie: only printable ASCII is allowed".into());
+        }
+        let mv = self.max_voters as usize;
+        if mv == 0 || mv.is_multiple_of(2) || mv > MAX_VOTERS_LIMIT {
+            return bad(format!("max_voters: must be odd, 1..={MAX_VOTERS_LIMIT}"));
+        }
+        if self.heartbeat_interval.is_zero()
+            || self.election_timeout_min <= self.heartbeat_interval
+            || self.election_timeout_max <= self.election_timeout_min
+        {
+            return bad("timing: need 0 < heartbeat < election_min < election_max".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn raft_config(&self) -> Result<openraft::Config, ApiError> {
+        let c = openraft::Config {
+            cluster_name: "ekka".into(),
+            heartbeat_interval: self.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: self.election_timeout_min.as_millis() as u64,
+            election_timeout_max: self.election_timeout_max.as_millis() as u64,
+            install_snapshot_timeout: 5_000,
+            snapshot_max_chunk_size: ekka_types::limits::SNAPSHOT_CHUNK_BYTES,
+            max_payload_entries: 256,
+            ..Default::default()
+        };
+        c.validate()
+            .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, format!("raft: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_fields_are_named() {
+        let c = NodeConfig::new("n1", "/tmp/x");
+        c.validate().unwrap();
+        c.raft_config().unwrap();
+        let mut b = c.clone();
+        b.listen = "nowhere".into();
+        assert!(b.validate().unwrap_err().message.starts_with("listen"));
+        let mut b = c.clone();
+        b.max_voters = 4;
+        assert!(b.validate().unwrap_err().message.starts_with("max_voters"));
+        let mut b = c;
+        b.name = "a b".into();
+        assert!(b.validate().unwrap_err().message.starts_with("name"));
+    }
+}

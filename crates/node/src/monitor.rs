@@ -1,0 +1,111 @@
+//! The leader's status monitor: commits `MarkDown`/`MarkUp` from who answers Raft RPCs, promotes
+//! learners into free voter seats, and removes member records whose Raft membership is gone.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ekka_types::{fmt_id, Command, RemoveReason, Status};
+use tracing::{info, warn};
+
+use crate::node::{raft_roles, Inner};
+
+/// Runs until the node shuts down. Only acts while this node is the leader.
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    let period = inner.cfg.heartbeat_interval.max(Duration::from_millis(20));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // (term, node id, when this node became leader in that term)
+    let mut leading: Option<(u64, u64, Instant)> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let core = inner.core();
+        if !inner.is_leader(&core) {
+            leading = None;
+            continue;
+        }
+        let term = core.raft.metrics().borrow().current_term;
+        let since = match leading {
+            Some((t, id, s)) if t == term && id == core.node_id => s,
+            _ => {
+                let now = Instant::now();
+                leading = Some((term, core.node_id, now));
+                now
+            }
+        };
+        if let Err(e) = round(&inner, &core, since).await {
+            warn!(error = %e, "monitor round");
+        }
+    }
+}
+
+async fn round(
+    inner: &Arc<Inner>,
+    core: &crate::node::Core,
+    leader_since: Instant,
+) -> Result<(), ekka_types::ApiError> {
+    let st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+    if st.cluster_id == 0 {
+        return Ok(());
+    }
+    let now = Instant::now();
+    let down_after = inner.cfg.down_after;
+    let fresh = inner.cfg.heartbeat_interval * 4;
+    let mut cmds = Vec::new();
+    for m in st.members.values() {
+        if m.id == core.node_id {
+            if m.status != Status::Up && m.status != Status::Leaving {
+                cmds.push(Command::MarkUp {
+                    id: m.id,
+                    addr: Some(inner.addr.clone()),
+                });
+            }
+            continue;
+        }
+        let last = inner.transport.last_ok(m.id);
+        let heard_recently = last.is_some_and(|t| t > leader_since && now - t < fresh);
+        let silent_for = now - last.map_or(leader_since, |t| t.max(leader_since));
+        match m.status {
+            Status::Up if silent_for > down_after => {
+                info!(name = %m.name, id = %fmt_id(m.id), "member stopped answering: marking it down");
+                cmds.push(Command::MarkDown { id: m.id });
+            }
+            Status::Down | Status::Joining if heard_recently => {
+                info!(name = %m.name, id = %fmt_id(m.id), "member answers: marking it up");
+                cmds.push(Command::MarkUp {
+                    id: m.id,
+                    addr: None,
+                });
+            }
+            _ => {}
+        }
+    }
+    for cmd in cmds {
+        inner.propose_on(core, cmd).await?;
+    }
+
+    // Membership housekeeping is serialized with joins and removals.
+    let Ok(_guard) = inner.try_op_lock() else {
+        return Ok(());
+    };
+    let st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let (_, in_raft) = raft_roles(core);
+    for m in st.members.values() {
+        if !in_raft.contains(&m.id) && m.status != Status::Joining {
+            let reason = if m.status == Status::Leaving {
+                RemoveReason::Left
+            } else {
+                RemoveReason::Removed
+            };
+            info!(name = %m.name, "member has no Raft membership: removing its record");
+            inner
+                .propose_on(core, Command::RemoveMember { id: m.id, reason })
+                .await?;
+        }
+    }
+    let st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+    inner.promote(core, &st).await
+}

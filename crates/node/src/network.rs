@@ -1,0 +1,280 @@
+//! Raft transport over tonic: `Network` (openraft's factory), `PeerConn` (one target), the channel
+//! pool, outgoing auth headers and the liveness record the status monitor reads.
+
+// openraft's RPCError is large by design: it is what the RaftNetwork trait returns.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ekka_proto::pb::peer_client::PeerClient;
+use ekka_proto::pb::{RaftPayload, SnapshotChunk};
+use ekka_proto::{CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, PAYLOAD_VERSION};
+use ekka_store::{NodeId, SharedState, TypeConfig};
+use ekka_types::limits::MAX_RPC_MESSAGE_BYTES;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+/// A peer client whose every call carries the cookie and the cluster id.
+pub type Peer = PeerClient<InterceptedService<Channel, Outgoing>>;
+
+/// Adds the cookie, the caller's cluster id and (optionally) the forwarded mark to each call.
+#[derive(Clone)]
+pub struct Outgoing {
+    cookie: AsciiMetadataValue,
+    cluster: AsciiMetadataValue,
+    forwarded: bool,
+}
+
+impl tonic::service::Interceptor for Outgoing {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let md = req.metadata_mut();
+        md.insert(COOKIE_HEADER, self.cookie.clone());
+        md.insert(CLUSTER_HEADER, self.cluster.clone());
+        if self.forwarded {
+            md.insert(FORWARDED_HEADER, AsciiMetadataValue::from_static("1"));
+        }
+        Ok(req)
+    }
+}
+
+/// Shared by every connection of a node: channels by address, the cookie, the current cluster id
+/// and when each peer last answered.
+#[derive(Clone)]
+pub struct Transport {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    cookie: AsciiMetadataValue,
+    cluster_id: Arc<AtomicU64>,
+    last_ok: Arc<Mutex<HashMap<NodeId, Instant>>>,
+}
+
+impl Transport {
+    /// `cookie` must be printable ASCII (checked by `NodeConfig::validate`).
+    pub fn new(cookie: &str, cluster_id: Arc<AtomicU64>) -> Result<Self, String> {
+        let cookie = AsciiMetadataValue::try_from(cookie).map_err(|e| format!("cookie: {e}"))?;
+        Ok(Transport {
+            channels: Arc::default(),
+            cookie,
+            cluster_id,
+            last_ok: Arc::default(),
+        })
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id.load(Ordering::SeqCst)
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let ep = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad address {addr:?}: {e}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        let ch = ep.connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    /// A peer client for `addr`; `forwarded` marks a call made on behalf of another node.
+    pub fn peer(&self, addr: &str, forwarded: bool) -> Result<Peer, String> {
+        let cluster = AsciiMetadataValue::try_from(ekka_types::fmt_id(self.cluster_id()))
+            .map_err(|e| e.to_string())?;
+        let out = Outgoing {
+            cookie: self.cookie.clone(),
+            cluster,
+            forwarded,
+        };
+        Ok(PeerClient::with_interceptor(self.channel(addr)?, out)
+            .max_decoding_message_size(MAX_RPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RPC_MESSAGE_BYTES))
+    }
+
+    /// The channel and auth interceptor for a client of another service at `addr`.
+    pub fn channel_with_auth(&self, addr: &str) -> Result<(Channel, Outgoing), String> {
+        let cluster = AsciiMetadataValue::try_from(ekka_types::fmt_id(self.cluster_id()))
+            .map_err(|e| e.to_string())?;
+        Ok((
+            self.channel(addr)?,
+            Outgoing {
+                cookie: self.cookie.clone(),
+                cluster,
+                forwarded: true,
+            },
+        ))
+    }
+
+    pub fn record_ok(&self, id: NodeId) {
+        let mut m = self.last_ok.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(id, Instant::now());
+    }
+
+    /// When `id` last answered a Raft RPC, if ever.
+    pub fn last_ok(&self, id: NodeId) -> Option<Instant> {
+        let m = self.last_ok.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&id).copied()
+    }
+}
+
+/// openraft's network factory for one Raft instance. Addresses come from the committed members
+/// (so a member that restarted on a new address is reached there), falling back to the address
+/// in the Raft membership.
+pub struct Network {
+    pub transport: Transport,
+    pub state: SharedState,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerConn;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConn {
+        PeerConn {
+            target,
+            fallback_addr: node.addr.clone(),
+            transport: self.transport.clone(),
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// The connection to one replication target.
+pub struct PeerConn {
+    target: NodeId,
+    fallback_addr: String,
+    transport: Transport,
+    state: SharedState,
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Msg(String);
+
+impl PeerConn {
+    fn addr(&self) -> String {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        st.members
+            .get(&self.target)
+            .map(|m| m.addr.clone())
+            .unwrap_or_else(|| self.fallback_addr.clone())
+    }
+
+    fn decode<T: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
+        &self,
+        payload: RaftPayload,
+    ) -> Result<T, RpcErr<E>> {
+        if payload.version != PAYLOAD_VERSION {
+            return Err(RPCError::Network(NetworkError::new(&Msg(format!(
+                "payload version {} is not {PAYLOAD_VERSION}",
+                payload.version
+            )))));
+        }
+        let res: Result<T, RaftError<NodeId, E>> = serde_json::from_slice(&payload.data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.transport.record_ok(self.target);
+        res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    fn status_err<E: std::error::Error>(&self, st: tonic::Status) -> RpcErr<E> {
+        match st.code() {
+            // Nothing answered, or the peer is not (yet) in our cluster: back off.
+            tonic::Code::Unavailable
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::Unauthenticated => RPCError::Unreachable(Unreachable::new(&st)),
+            _ => RPCError::Network(NetworkError::new(&st)),
+        }
+    }
+
+    async fn unary<T, E>(
+        &self,
+        opt: &RPCOption,
+        call: impl std::future::Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
+    ) -> Result<T, RpcErr<E>>
+    where
+        T: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        match tokio::time::timeout(opt.hard_ttl(), call).await {
+            Err(_) => Err(RPCError::Network(NetworkError::new(&Msg(format!(
+                "no answer from {} within {:?}",
+                ekka_types::fmt_id(self.target),
+                opt.hard_ttl()
+            ))))),
+            Ok(Err(st)) => Err(self.status_err(st)),
+            Ok(Ok(resp)) => self.decode(resp.into_inner()),
+        }
+    }
+
+    fn client<E: std::error::Error>(&self) -> Result<Peer, RpcErr<E>> {
+        self.transport
+            .peer(&self.addr(), false)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&Msg(e))))
+    }
+}
+
+fn payload<T: Serialize, E: std::error::Error>(v: &T) -> Result<RaftPayload, RpcErr<E>> {
+    let data = serde_json::to_vec(v).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+    Ok(RaftPayload {
+        version: PAYLOAD_VERSION,
+        data,
+    })
+}
+
+impl RaftNetwork<TypeConfig> for PeerConn {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let mut c = self.client()?;
+        let p = payload(&rpc)?;
+        self.unary(&option, c.append_entries(p)).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        let mut c = self.client()?;
+        let meta = serde_json::to_vec(&(&rpc.vote, &rpc.meta))
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let chunk = SnapshotChunk {
+            version: PAYLOAD_VERSION,
+            meta,
+            offset: rpc.offset,
+            data: rpc.data,
+            done: rpc.done,
+        };
+        self.unary(&option, c.install_snapshot(chunk)).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
+        let mut c = self.client()?;
+        let p = payload(&rpc)?;
+        self.unary(&option, c.vote(p)).await
+    }
+}

@@ -1,0 +1,1207 @@
+//! `Node`: one running ekka node (the embedding API), and the join / leave / force-leave / status
+//! operations behind the CLI, with ekka's semantics on top of Raft membership changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ekka_proto::pb;
+use ekka_store::{DataDir, Raft, SharedState};
+use ekka_types::{
+    fmt_id, parse_id, ApiError, ClusterStatus, Command, ErrorCode, NodeId, RemoveReason, Request,
+    Response, Status,
+};
+use openraft::error::{ChangeMembershipError, ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use rand::Rng;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::NodeConfig;
+use crate::error::{from_reject, from_status, internal, unavailable};
+use crate::network::{Network, Peer, Transport};
+
+/// The membership change a prepare callback is told about (ekka's `prepare/1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Join,
+    Leave,
+    Heal,
+}
+
+/// The result of `join`: joined, or ekka's `ignore` with a reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JoinOutcome {
+    Joined { cluster_id: u64 },
+    Ignored(String),
+}
+
+/// The result of `force_leave`: removed, or ekka's `ignore` with a reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForceLeaveOutcome {
+    Removed,
+    Ignored(String),
+}
+
+type PrepareFn = Arc<dyn Fn(Action) + Send + Sync>;
+type RebootFn = Arc<dyn Fn() + Send + Sync>;
+
+/// One Raft instance with its state machine handles. Replaced as a whole when the node wipes its
+/// state (join, leave, removal) or steps down.
+pub(crate) struct Core {
+    pub raft: Raft,
+    pub node_id: NodeId,
+    pub state: SharedState,
+    pub applied: watch::Receiver<u64>,
+}
+
+enum Reset {
+    /// Wipe and wait to be replicated by `cluster_id`, keeping the node id.
+    Join { cluster_id: u64 },
+    /// Wipe and bootstrap a one-node cluster. `keep` keeps the node id and this cluster id.
+    Fresh { keep: Option<u64> },
+}
+
+pub(crate) struct Inner {
+    pub cfg: NodeConfig,
+    /// The advertised address.
+    pub addr: String,
+    pub local_addr: SocketAddr,
+    data: DataDir,
+    core: RwLock<Arc<Core>>,
+    pub transport: Transport,
+    cluster_id: Arc<AtomicU64>,
+    pub joining: AtomicBool,
+    op_lock: tokio::sync::Mutex<()>,
+    reset_lock: tokio::sync::Mutex<()>,
+    raft_config: Arc<openraft::Config>,
+    prepare: Mutex<Vec<PrepareFn>>,
+    reboot: Mutex<Vec<RebootFn>>,
+    pub shutdown: watch::Sender<bool>,
+}
+
+/// A running ekka node: a Raft member with its gRPC server, status monitor and the cluster API.
+///
+/// ```
+/// # #[tokio::main(flavor = "multi_thread")]
+/// # async fn main() -> Result<(), ekka_types::ApiError> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let mut config = ekka_node::NodeConfig::new("n1", dir.path());
+/// config.listen = "127.0.0.1:0".into();
+/// let node = ekka_node::Node::start(config).await?;
+/// let status = node.status().await?;
+/// assert_eq!(status.running_nodes(), vec!["n1".to_string()]);
+/// assert_eq!(status.leader.as_deref(), Some("n1"));
+/// node.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn random_id() -> u64 {
+    rand::thread_rng().gen_range(1..=u64::MAX)
+}
+
+fn cfg_err(m: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::InvalidConfig, m.to_string())
+}
+
+async fn build_core(
+    data: &DataDir,
+    node_id: NodeId,
+    transport: &Transport,
+    raft_config: &Arc<openraft::Config>,
+) -> Result<Arc<Core>, ApiError> {
+    let (log, sm) = data.open_stores().map_err(internal)?;
+    let state = sm.state();
+    let applied = sm.subscribe();
+    let net = Network {
+        transport: transport.clone(),
+        state: state.clone(),
+    };
+    let raft = Raft::new(node_id, raft_config.clone(), net, log, sm)
+        .await
+        .map_err(internal)?;
+    Ok(Arc::new(Core {
+        raft,
+        node_id,
+        state,
+        applied,
+    }))
+}
+
+impl Node {
+    /// Opens the data dir, binds the gRPC server and starts the node. A node with an empty data
+    /// dir becomes a one-node cluster; a node that was in a cluster rejoins it (announcing its
+    /// possibly new address). Configuration problems are `invalid_config` errors, raised before
+    /// anything is bound.
+    pub async fn start(cfg: NodeConfig) -> Result<Node, ApiError> {
+        cfg.validate()?;
+        let raft_config = Arc::new(cfg.raft_config()?);
+        let data = DataDir::open(&cfg.data_dir).map_err(cfg_err)?;
+        let listener = tokio::net::TcpListener::bind(&cfg.listen)
+            .await
+            .map_err(|e| cfg_err(format!("listen: cannot bind {}: {e}", cfg.listen)))?;
+        let local_addr = listener.local_addr().map_err(internal)?;
+        let addr = cfg
+            .advertise
+            .clone()
+            .unwrap_or_else(|| local_addr.to_string());
+        let cluster_id = Arc::new(AtomicU64::new(data.cluster_id()));
+        let transport = Transport::new(&cfg.cookie, cluster_id.clone()).map_err(cfg_err)?;
+        let core = build_core(&data, data.node_id(), &transport, &raft_config).await?;
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            cfg,
+            addr,
+            local_addr,
+            data,
+            core: RwLock::new(core),
+            transport,
+            cluster_id,
+            joining: AtomicBool::new(false),
+            op_lock: tokio::sync::Mutex::new(()),
+            reset_lock: tokio::sync::Mutex::new(()),
+            raft_config,
+            prepare: Mutex::default(),
+            reboot: Mutex::default(),
+            shutdown,
+        });
+        crate::server::spawn(inner.clone(), listener);
+        inner.after_start().await?;
+        tokio::spawn(crate::monitor::run(inner.clone()));
+        Ok(Node { inner })
+    }
+
+    /// The address the gRPC server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// The address given to peers.
+    pub fn advertised_addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.cfg.name
+    }
+
+    /// This node's current id (it changes when the node wipes its state: after leave or removal).
+    pub fn id(&self) -> NodeId {
+        self.inner.core().node_id
+    }
+
+    /// Makes this node join the cluster that the node at `addr` belongs to.
+    pub async fn join(&self, addr: &str) -> Result<JoinOutcome, ApiError> {
+        self.inner.join(addr).await
+    }
+
+    /// Makes this node leave its cluster; it then runs alone as a fresh one-node cluster.
+    pub async fn leave(&self) -> Result<(), ApiError> {
+        self.inner.leave().await
+    }
+
+    /// Removes another member, up or down, by name or 16-digit hex id.
+    pub async fn force_leave(&self, name: &str) -> Result<ForceLeaveOutcome, ApiError> {
+        self.inner.force_leave(name).await
+    }
+
+    /// The cluster as this node sees it: from the leader when one is reachable, else local.
+    pub async fn status(&self) -> Result<ClusterStatus, ApiError> {
+        self.inner.status(false).await
+    }
+
+    /// Registers a callback run before this node joins, leaves or heals (ekka's `prepare/1`).
+    pub fn on_prepare(&self, f: impl Fn(Action) + Send + Sync + 'static) {
+        lock(&self.inner.prepare).push(Arc::new(f));
+    }
+
+    /// Registers a callback run after this node joined, left or was reset (ekka's `reboot/0`).
+    pub fn on_reboot(&self, f: impl Fn() + Send + Sync + 'static) {
+        lock(&self.inner.reboot).push(Arc::new(f));
+    }
+
+    /// Stops the server, the monitor and Raft. The node stays a member: peers see it `down`.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        let core = self.inner.core();
+        if let Err(e) = core.raft.shutdown().await {
+            warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn raft_err<E: std::fmt::Display>(e: RaftError<NodeId, E>) -> ApiError {
+    match e {
+        RaftError::Fatal(f) => unavailable(format!("raft stopped: {f}")),
+        RaftError::APIError(e) => unavailable(e.to_string()),
+    }
+}
+
+fn write_err(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ApiError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            let mut err = unavailable("this node is not the leader");
+            err.leader = f.leader_node.map(|n| n.addr);
+            err
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
+            ChangeMembershipError::InProgress(_) => unavailable(c.to_string()),
+            other => internal(other),
+        },
+        other => raft_err(other),
+    }
+}
+
+impl Inner {
+    pub(crate) fn core(&self) -> Arc<Core> {
+        self.core.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn cluster_id(&self) -> u64 {
+        self.cluster_id.load(Ordering::SeqCst)
+    }
+
+    fn run_prepare(&self, a: Action) {
+        let cbs: Vec<PrepareFn> = lock(&self.prepare).clone();
+        for f in cbs {
+            f(a);
+        }
+    }
+
+    fn run_reboot(&self) {
+        let cbs: Vec<RebootFn> = lock(&self.reboot).clone();
+        for f in cbs {
+            f();
+        }
+    }
+
+    async fn after_start(self: &Arc<Self>) -> Result<(), ApiError> {
+        let core = self.core();
+        let initialized = core.raft.is_initialized().await.map_err(internal)?;
+        if !initialized && self.cluster_id() == 0 {
+            return self.bootstrap(&core, None).await;
+        }
+        if initialized {
+            let n_members = core
+                .state
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .members
+                .len();
+            if n_members == 0 {
+                // Crashed between initialize and the Bootstrap entry: finish it.
+                return self.bootstrap(&core, Some(self.cluster_id())).await;
+            }
+            if n_members > 1 {
+                tokio::spawn(self.clone().announce_loop());
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `core` a one-node cluster and commits its Bootstrap entry.
+    async fn bootstrap(&self, core: &Core, keep: Option<u64>) -> Result<(), ApiError> {
+        let cluster_id = keep.filter(|c| *c != 0).unwrap_or_else(random_id);
+        self.data.set_cluster_id(cluster_id).map_err(internal)?;
+        self.cluster_id.store(cluster_id, Ordering::SeqCst);
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            core.node_id,
+            BasicNode {
+                addr: self.addr.clone(),
+            },
+        );
+        match core.raft.initialize(nodes).await {
+            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(e) => return Err(raft_err(e)),
+        }
+        core.raft
+            .wait(Some(self.cfg.op_timeout))
+            .state(ServerState::Leader, "bootstrap leader")
+            .await
+            .map_err(|e| unavailable(format!("bootstrap: {e}")))?;
+        let bootstrapped = core
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .cluster_id
+            != 0;
+        if !bootstrapped {
+            self.propose_on(
+                core,
+                Command::Bootstrap {
+                    cluster_id,
+                    id: core.node_id,
+                    name: self.cfg.name.clone(),
+                    addr: self.addr.clone(),
+                    max_voters: self.cfg.max_voters,
+                },
+            )
+            .await?;
+        }
+        info!(cluster = %fmt_id(cluster_id), node = %fmt_id(core.node_id), "bootstrapped a one-node cluster");
+        Ok(())
+    }
+
+    /// Tells the cluster this member runs at `self.addr`, until one leader accepts it.
+    async fn announce_loop(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            let core = self.core();
+            let req = pb::AnnounceRequest {
+                node_id: core.node_id,
+                addr: self.addr.clone(),
+            };
+            let peers = self.peer_addrs(&core);
+            for addr in peers {
+                let Ok(mut p) = self.transport.peer(&addr, false) else {
+                    continue;
+                };
+                match tokio::time::timeout(Duration::from_secs(2), p.announce(req.clone())).await {
+                    Ok(Ok(_)) => {
+                        info!(%addr, "announced this member's address");
+                        return;
+                    }
+                    Ok(Err(st)) if from_status(&st).code == ErrorCode::NodeNotInCluster => {
+                        warn!("the cluster no longer has this member: resetting to a fresh node");
+                        let _ = self
+                            .reset_and_reboot(Action::Heal, Reset::Fresh { keep: None })
+                            .await;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Addresses of the other members, the leader's first.
+    fn peer_addrs(&self, core: &Core) -> Vec<String> {
+        let leader = core.raft.metrics().borrow().current_leader;
+        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<(bool, String)> = st
+            .members
+            .values()
+            .filter(|m| m.id != core.node_id)
+            .map(|m| (Some(m.id) != leader, m.addr.clone()))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, a)| a).collect()
+    }
+
+    pub(crate) fn is_leader(&self, core: &Core) -> bool {
+        let m = core.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(core.node_id)
+    }
+
+    /// The current leader's id and address, if known.
+    pub(crate) fn leader(&self, core: &Core) -> Option<(NodeId, String)> {
+        let m = core.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        let addr = st.members.get(&id).map(|m| m.addr.clone()).or_else(|| {
+            m.membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+        })?;
+        Some((id, addr))
+    }
+
+    /// Proposes a command on `core` (which must be the leader) and waits for it to apply.
+    pub(crate) async fn propose_on(&self, core: &Core, cmd: Command) -> Result<Response, ApiError> {
+        let req = Request {
+            now_ms: now_ms(),
+            cmd,
+        };
+        let fut = core.raft.client_write(req);
+        let resp = tokio::time::timeout(self.cfg.op_timeout, fut)
+            .await
+            .map_err(|_| unavailable("no quorum: the write did not commit in time"))?
+            .map_err(write_err)?;
+        match resp.data.rejected {
+            Some(r) => Err(from_reject(r)),
+            None => Ok(resp.data),
+        }
+    }
+
+    async fn change_membership(
+        &self,
+        core: &Core,
+        change: ChangeMembers<NodeId, BasicNode>,
+    ) -> Result<(), ApiError> {
+        let deadline = Instant::now() + self.cfg.op_timeout;
+        loop {
+            let fut = core.raft.change_membership(change.clone(), false);
+            let r = tokio::time::timeout_at(deadline.into(), fut)
+                .await
+                .map_err(|_| unavailable("no quorum: the membership change did not commit"))?;
+            match r {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(write_err(e)),
+            }
+        }
+    }
+
+    pub(crate) fn try_op_lock(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, ()> {
+        self.op_lock.try_lock().map_err(|_| ())
+    }
+
+    fn in_raft_config(core: &Core, id: NodeId) -> bool {
+        let m = core.raft.metrics().borrow().membership_config.clone();
+        m.membership().get_node(&id).is_some()
+    }
+
+    /// Takes `id` out of the Raft configuration following `plan`.
+    async fn remove_from_raft(
+        &self,
+        core: &Core,
+        id: NodeId,
+        plan: &ekka_types::state::RemovePlan,
+    ) -> Result<(), ApiError> {
+        if !Self::in_raft_config(core, id) {
+            return Ok(());
+        }
+        if plan.was_voter {
+            self.change_membership(core, ChangeMembers::ReplaceAllVoters(plan.voters.clone()))
+                .await?;
+        }
+        if Self::in_raft_config(core, id) {
+            let ids: BTreeSet<NodeId> = [id].into();
+            self.change_membership(core, ChangeMembers::RemoveNodes(ids))
+                .await?;
+        }
+        Ok(())
+    }
+
+    // ----- leader side -----
+
+    /// Runs `local` when this node leads, else forwards with `remote` to the leader (one hop).
+    async fn via_leader<T, L, R, LF, RF>(
+        self: &Arc<Self>,
+        forwarded: bool,
+        local: L,
+        remote: R,
+    ) -> Result<T, ApiError>
+    where
+        L: FnOnce(Arc<Core>) -> LF,
+        LF: std::future::Future<Output = Result<T, ApiError>>,
+        R: FnOnce(Peer) -> RF,
+        RF: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let core = self.core();
+        if self.is_leader(&core) {
+            return local(core).await;
+        }
+        if forwarded {
+            return Err(unavailable("this node is not the leader"));
+        }
+        let (_, addr) = self
+            .leader(&core)
+            .ok_or_else(|| unavailable("no leader is known"))?;
+        let peer = self.transport.peer(&addr, true).map_err(internal)?;
+        match tokio::time::timeout(self.cfg.op_timeout, remote(peer)).await {
+            Err(_) => Err(unavailable(format!("the leader at {addr} did not answer"))),
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(st)) => Err(from_status(&st)),
+        }
+    }
+
+    pub(crate) async fn add_member(
+        self: &Arc<Self>,
+        req: pb::AddMemberRequest,
+        forwarded: bool,
+    ) -> Result<pb::AddMemberReply, ApiError> {
+        if self.joining.load(Ordering::SeqCst) {
+            return Err(unavailable("busy: this node is joining another cluster"));
+        }
+        if self.cfg.singleton {
+            return Err(ApiError::new(
+                ErrorCode::Singleton,
+                "this node uses singleton discovery",
+            ));
+        }
+        ekka_types::check::check_name(&req.name)
+            .and_then(|_| ekka_types::check::check_addr(&req.addr))
+            .map_err(|m| ApiError::new(ErrorCode::InvalidArgument, m))?;
+        let me = self.clone();
+        let r2 = req.clone();
+        self.via_leader(
+            forwarded,
+            |core| async move { me.leader_add_member(core, r2).await },
+            |mut p| async move { p.add_member(req).await },
+        )
+        .await
+    }
+
+    async fn leader_add_member(
+        self: &Arc<Self>,
+        core: Arc<Core>,
+        req: pb::AddMemberRequest,
+    ) -> Result<pb::AddMemberReply, ApiError> {
+        let guard = self.op_lock.lock().await;
+        let st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let reply = |revision| pb::AddMemberReply {
+            cluster_id: st.cluster_id,
+            revision,
+        };
+        if let Some(m) = st.members.get(&req.node_id) {
+            if m.name != req.name {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("id {} belongs to {}", fmt_id(m.id), m.name),
+                ));
+            }
+            if req.dry_run {
+                return Ok(reply(st.revision));
+            }
+        }
+        let old = st
+            .member_by_name(&req.name)
+            .filter(|m| m.id != req.node_id)
+            .cloned();
+        if let Some(o) = &old {
+            if o.status != Status::Down {
+                return Err(from_reject(ekka_types::Reject::NameInUse {
+                    name: req.name.clone(),
+                }));
+            }
+        }
+        let plan = match &old {
+            Some(o) => Some(st.plan_remove(o.id).map_err(from_reject)?),
+            None => None,
+        };
+        if req.dry_run {
+            tokio::time::timeout(self.cfg.op_timeout, core.raft.ensure_linearizable())
+                .await
+                .map_err(|_| unavailable("no quorum"))?
+                .map_err(raft_err)?;
+            return Ok(reply(st.revision));
+        }
+        if let (Some(o), Some(plan)) = (&old, &plan) {
+            info!(name = %o.name, old = %fmt_id(o.id), "replacing a down member of the same name");
+            self.remove_from_raft(&core, o.id, plan).await?;
+        }
+        let resp = self
+            .propose_on(
+                &core,
+                Command::AddMember {
+                    id: req.node_id,
+                    name: req.name.clone(),
+                    addr: req.addr.clone(),
+                },
+            )
+            .await?;
+        let fut = core.raft.add_learner(
+            req.node_id,
+            BasicNode {
+                addr: req.addr.clone(),
+            },
+            false,
+        );
+        let added = tokio::time::timeout(self.cfg.op_timeout, fut)
+            .await
+            .map_err(|_| unavailable("no quorum: adding the learner did not commit"))?
+            .map_err(write_err)?;
+        drop(guard);
+        info!(name = %req.name, id = %fmt_id(req.node_id), addr = %req.addr, "added learner");
+        tokio::spawn(
+            self.clone()
+                .finish_join(core, req.node_id, added.log_id.index),
+        );
+        Ok(reply(resp.revision))
+    }
+
+    /// Once the new learner has caught up: promote learners if a voter seat is free, then mark
+    /// the new member up (so when the joiner sees itself up, roles are settled).
+    async fn finish_join(self: Arc<Self>, core: Arc<Core>, id: NodeId, log_idx: u64) {
+        let caught_up = core
+            .raft
+            .wait(Some(self.cfg.op_timeout))
+            .metrics(
+                |m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id))
+                        .and_then(|l| l.as_ref())
+                        .is_some_and(|l| l.index >= log_idx)
+                },
+                "learner caught up",
+            )
+            .await;
+        if let Err(e) = caught_up {
+            warn!(id = %fmt_id(id), error = %e, "new member did not catch up; the monitor will retry");
+            return;
+        }
+        let _guard = self.op_lock.lock().await;
+        let mut st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match st.members.get_mut(&id) {
+            Some(m) => m.status = Status::Up,
+            None => return,
+        }
+        if let Err(e) = self.promote(&core, &st).await {
+            warn!(error = %e, "promotion failed");
+        }
+        if let Err(e) = self
+            .propose_on(&core, Command::MarkUp { id, addr: None })
+            .await
+        {
+            warn!(error = %e, "marking the new member up failed");
+        }
+    }
+
+    /// Promotes the learners `st` says should be voters. Caller holds `op_lock`.
+    pub(crate) async fn promote(
+        &self,
+        core: &Core,
+        st: &ekka_types::ClusterState,
+    ) -> Result<(), ApiError> {
+        let ids: BTreeSet<NodeId> = st
+            .learners_to_promote()
+            .into_iter()
+            .filter(|id| Self::in_raft_config(core, *id))
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        info!(ids = ?ids.iter().map(|i| fmt_id(*i)).collect::<Vec<_>>(), "promoting learners to voters");
+        self.change_membership(core, ChangeMembers::AddVoterIds(ids))
+            .await
+    }
+
+    pub(crate) async fn announce(
+        self: &Arc<Self>,
+        req: pb::AnnounceRequest,
+        forwarded: bool,
+    ) -> Result<pb::AnnounceReply, ApiError> {
+        ekka_types::check::check_addr(&req.addr)
+            .map_err(|m| ApiError::new(ErrorCode::InvalidArgument, m))?;
+        let me = self.clone();
+        let r2 = req.clone();
+        self.via_leader(
+            forwarded,
+            |core| async move {
+                let known = core
+                    .state
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .members
+                    .contains_key(&r2.node_id);
+                if !known {
+                    return Err(ApiError::new(
+                        ErrorCode::NodeNotInCluster,
+                        format!("{} is not a member", fmt_id(r2.node_id)),
+                    ));
+                }
+                let resp = me
+                    .propose_on(
+                        &core,
+                        Command::MarkUp {
+                            id: r2.node_id,
+                            addr: Some(r2.addr),
+                        },
+                    )
+                    .await?;
+                Ok(pb::AnnounceReply {
+                    revision: resp.revision,
+                })
+            },
+            |mut p| async move { p.announce(req).await },
+        )
+        .await
+    }
+
+    pub(crate) async fn remove_member(
+        self: &Arc<Self>,
+        req: pb::RemoveMemberRequest,
+        forwarded: bool,
+    ) -> Result<pb::RemoveMemberReply, ApiError> {
+        let me = self.clone();
+        let r2 = req;
+        self.via_leader(
+            forwarded,
+            |core| async move { me.leader_remove_member(core, r2.node_id, r2.leave).await },
+            |mut p| async move { p.remove_member(req).await },
+        )
+        .await
+    }
+
+    async fn leader_remove_member(
+        self: &Arc<Self>,
+        core: Arc<Core>,
+        id: NodeId,
+        leave: bool,
+    ) -> Result<pb::RemoveMemberReply, ApiError> {
+        let guard = self.op_lock.lock().await;
+        let st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let member = st
+            .members
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ApiError::new(ErrorCode::NodeNotInCluster, "no such member"))?;
+        let plan = st.plan_remove(id).map_err(from_reject)?;
+        if id == core.node_id {
+            // A leader does not remove itself: it seats its successor if needed, steps down,
+            // and the caller retries against the next leader.
+            if let Some(l) = plan.promoted {
+                let ids: BTreeSet<NodeId> = [l].into();
+                self.change_membership(&core, ChangeMembers::AddVoterIds(ids))
+                    .await?;
+            }
+            drop(guard);
+            self.step_down().await?;
+            return Err(unavailable("the leader stepped down to be removed; retry"));
+        }
+        if leave {
+            self.propose_on(&core, Command::MarkLeaving { id }).await?;
+        }
+        self.remove_from_raft(&core, id, &plan).await?;
+        let reason = if leave {
+            RemoveReason::Left
+        } else {
+            RemoveReason::Removed
+        };
+        let resp = self
+            .propose_on(&core, Command::RemoveMember { id, reason })
+            .await?;
+        info!(name = %member.name, id = %fmt_id(id), ?reason, "removed member");
+        if !leave && member.status != Status::Down {
+            let t = self.transport.clone();
+            tokio::spawn(async move {
+                if let Ok(mut p) = t.peer(&member.addr, false) {
+                    let n = pb::RemovedNotice { node_id: id };
+                    let _ = tokio::time::timeout(Duration::from_secs(2), p.removed(n)).await;
+                }
+            });
+        }
+        Ok(pb::RemoveMemberReply {
+            revision: resp.revision,
+        })
+    }
+
+    /// Restarts Raft on the same data with elections paused, so another voter takes over.
+    async fn step_down(self: &Arc<Self>) -> Result<(), ApiError> {
+        let _r = self.reset_lock.lock().await;
+        let old = self.core();
+        info!("stepping down as leader");
+        old.raft.shutdown().await.map_err(internal)?;
+        let new = build_core(&self.data, old.node_id, &self.transport, &self.raft_config).await?;
+        new.raft.runtime_config().elect(false);
+        *self.core.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+        let pause = self.cfg.election_timeout_max * 4;
+        tokio::spawn(async move {
+            tokio::time::sleep(pause).await;
+            new.raft.runtime_config().elect(true);
+        });
+        Ok(())
+    }
+
+    // ----- the addressed node's side -----
+
+    pub(crate) async fn hello(&self) -> pb::HelloReply {
+        let core = self.core();
+        let n = core
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .members
+            .len();
+        pb::HelloReply {
+            node_id: core.node_id,
+            name: self.cfg.name.clone(),
+            addr: self.addr.clone(),
+            cluster_id: self.cluster_id(),
+            n_members: n as u32,
+            singleton: self.cfg.singleton,
+            joining: self.joining.load(Ordering::SeqCst),
+        }
+    }
+
+    pub(crate) async fn join(self: &Arc<Self>, addr: &str) -> Result<JoinOutcome, ApiError> {
+        if self.cfg.singleton {
+            return Err(ApiError::new(
+                ErrorCode::Singleton,
+                "this node uses singleton discovery",
+            ));
+        }
+        ekka_types::check::check_addr(addr)
+            .map_err(|m| ApiError::new(ErrorCode::InvalidArgument, m))?;
+        if addr == self.addr || addr == self.local_addr.to_string() {
+            return Ok(JoinOutcome::Ignored("cannot join itself".into()));
+        }
+        let deadline = Instant::now() + self.cfg.op_timeout;
+        loop {
+            match self.try_join(addr).await {
+                Err(e) if e.code == ErrorCode::Unavailable && Instant::now() < deadline => {
+                    let ms = rand::thread_rng().gen_range(20..200);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn hello_at(&self, addr: &str) -> Result<pb::HelloReply, ApiError> {
+        let mut p = self
+            .transport
+            .peer(addr, false)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e))?;
+        match tokio::time::timeout(Duration::from_secs(3), p.hello(pb::HelloRequest {})).await {
+            Err(_) => Err(ApiError::new(
+                ErrorCode::NodeDown,
+                format!("nothing answers at {addr}"),
+            )),
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(st))
+                if st.code() == tonic::Code::Unavailable
+                    && st.metadata().get(ekka_proto::ERROR_HEADER).is_none() =>
+            {
+                Err(ApiError::new(
+                    ErrorCode::NodeDown,
+                    format!("nothing answers at {addr}"),
+                ))
+            }
+            Ok(Err(st)) => Err(from_status(&st)),
+        }
+    }
+
+    /// One attempt at joining; `unavailable` errors are retried by the caller.
+    async fn try_join(self: &Arc<Self>, addr: &str) -> Result<JoinOutcome, ApiError> {
+        let hello = self.hello_at(addr).await?;
+        let core = self.core();
+        if hello.node_id == core.node_id {
+            return Ok(JoinOutcome::Ignored("cannot join itself".into()));
+        }
+        if hello.singleton {
+            return Err(ApiError::new(
+                ErrorCode::Singleton,
+                format!("{addr} uses singleton discovery"),
+            ));
+        }
+        let my_cluster = self.cluster_id();
+        if hello.cluster_id != 0 && hello.cluster_id == my_cluster {
+            return Err(ApiError::new(
+                ErrorCode::AlreadyInCluster,
+                format!(
+                    "{} is already in cluster {}",
+                    hello.name,
+                    fmt_id(my_cluster)
+                ),
+            ));
+        }
+        if hello.joining || hello.cluster_id == 0 {
+            return Err(unavailable(format!("{addr} is busy joining a cluster")));
+        }
+        let n_members = core
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .members
+            .len();
+        if n_members > 1 {
+            return Err(ApiError::new(
+                ErrorCode::InOtherCluster,
+                format!(
+                    "this node belongs to cluster {} with {n_members} members; leave it first",
+                    fmt_id(my_cluster)
+                ),
+            ));
+        }
+        if self
+            .joining
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return Err(unavailable("another join of this node is in progress"));
+        }
+        let r = self.join_holding_flag(addr, my_cluster).await;
+        self.joining.store(false, Ordering::SeqCst);
+        r
+    }
+
+    async fn join_holding_flag(
+        self: &Arc<Self>,
+        addr: &str,
+        my_cluster: u64,
+    ) -> Result<JoinOutcome, ApiError> {
+        // Let any add of another node to this one finish, then look again.
+        drop(self.op_lock.lock().await);
+        let core = self.core();
+        if core
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .members
+            .len()
+            > 1
+        {
+            return Err(unavailable("this node gained a member meanwhile"));
+        }
+        let mut req = pb::AddMemberRequest {
+            node_id: core.node_id,
+            name: self.cfg.name.clone(),
+            addr: self.addr.clone(),
+            from_cluster_id: my_cluster,
+            dry_run: true,
+        };
+        let check = self.add_at(addr, req.clone()).await?;
+        self.run_prepare(Action::Join);
+        info!(%addr, cluster = %fmt_id(check.cluster_id), "joining: dropping this node's one-node cluster");
+        self.reset(Reset::Join {
+            cluster_id: check.cluster_id,
+        })
+        .await?;
+        req.dry_run = false;
+        let deadline = Instant::now() + self.cfg.op_timeout;
+        let added = loop {
+            match self.add_at(addr, req.clone()).await {
+                Err(e) if e.code == ErrorCode::Unavailable && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other,
+            }
+        };
+        if let Err(e) = added {
+            warn!(error = %e, "join failed after the check; restoring the one-node cluster");
+            self.reset(Reset::Fresh {
+                keep: Some(my_cluster),
+            })
+            .await?;
+            return Err(e);
+        }
+        self.wait_self_up(deadline).await?;
+        self.run_reboot();
+        info!(cluster = %fmt_id(check.cluster_id), "joined");
+        Ok(JoinOutcome::Joined {
+            cluster_id: check.cluster_id,
+        })
+    }
+
+    async fn add_at(
+        &self,
+        addr: &str,
+        req: pb::AddMemberRequest,
+    ) -> Result<pb::AddMemberReply, ApiError> {
+        let mut p = self.transport.peer(addr, false).map_err(internal)?;
+        match tokio::time::timeout(self.cfg.op_timeout, p.add_member(req)).await {
+            Err(_) => Err(unavailable(format!("{addr} did not answer in time"))),
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(st)) => Err(from_status(&st)),
+        }
+    }
+
+    async fn wait_self_up(&self, deadline: Instant) -> Result<(), ApiError> {
+        let core = self.core();
+        let mut rx = core.applied.clone();
+        let up = async {
+            loop {
+                let is_up = core
+                    .state
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .members
+                    .get(&core.node_id)
+                    .is_some_and(|m| m.status == Status::Up);
+                if is_up {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline.into(), up)
+            .await
+            .map_err(|_| unavailable("added to the cluster but not yet caught up"))
+    }
+
+    pub(crate) async fn leave(self: &Arc<Self>) -> Result<(), ApiError> {
+        let core = self.core();
+        let st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if st.members.len() <= 1 {
+            return Err(ApiError::new(
+                ErrorCode::NodeNotInCluster,
+                "this node is not in a cluster with other members",
+            ));
+        }
+        st.plan_remove(core.node_id).map_err(from_reject)?;
+        self.run_prepare(Action::Leave);
+        self.remove_with_retry(core.node_id, true).await?;
+        self.reset(Reset::Fresh { keep: None }).await?;
+        self.run_reboot();
+        info!("left the cluster");
+        Ok(())
+    }
+
+    pub(crate) async fn force_leave(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<ForceLeaveOutcome, ApiError> {
+        let core = self.core();
+        let target = {
+            let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+            st.member_by_name(name)
+                .or_else(|| parse_id(name).and_then(|id| st.members.get(&id)))
+                .map(|m| m.id)
+        };
+        let Some(id) = target else {
+            return Err(ApiError::new(
+                ErrorCode::NodeNotInCluster,
+                format!("{name} is not a member"),
+            ));
+        };
+        if id == core.node_id {
+            return Ok(ForceLeaveOutcome::Ignored(
+                "cannot force-leave itself".into(),
+            ));
+        }
+        self.remove_with_retry(id, false).await?;
+        Ok(ForceLeaveOutcome::Removed)
+    }
+
+    async fn remove_with_retry(self: &Arc<Self>, id: NodeId, leave: bool) -> Result<(), ApiError> {
+        let deadline = Instant::now() + self.cfg.op_timeout;
+        loop {
+            let req = pb::RemoveMemberRequest { node_id: id, leave };
+            match self.remove_member(req, false).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.code == ErrorCode::Unavailable && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The leader told this node it was removed: start over as a fresh one-node cluster.
+    pub(crate) async fn removed(self: &Arc<Self>, node_id: NodeId) {
+        if node_id != self.core().node_id {
+            return;
+        }
+        warn!("this node was removed from the cluster: resetting to a fresh node");
+        if let Err(e) = self
+            .reset_and_reboot(Action::Leave, Reset::Fresh { keep: None })
+            .await
+        {
+            warn!(error = %e, "reset after removal failed");
+        }
+    }
+
+    async fn reset_and_reboot(self: &Arc<Self>, a: Action, how: Reset) -> Result<(), ApiError> {
+        self.run_prepare(a);
+        self.reset(how).await?;
+        self.run_reboot();
+        Ok(())
+    }
+
+    /// Stops Raft, wipes the data dir's Raft and state-machine data and starts a new instance.
+    async fn reset(self: &Arc<Self>, how: Reset) -> Result<(), ApiError> {
+        let _r = self.reset_lock.lock().await;
+        let old = self.core();
+        old.raft.shutdown().await.map_err(internal)?;
+        let (node_id, fresh, keep) = match how {
+            Reset::Join { cluster_id } => {
+                self.data.reset().map_err(internal)?;
+                self.data.set_node_id(old.node_id).map_err(internal)?;
+                self.data.set_cluster_id(cluster_id).map_err(internal)?;
+                self.cluster_id.store(cluster_id, Ordering::SeqCst);
+                (old.node_id, false, None)
+            }
+            Reset::Fresh { keep: Some(c) } => {
+                self.data.reset().map_err(internal)?;
+                self.data.set_node_id(old.node_id).map_err(internal)?;
+                (old.node_id, true, Some(c))
+            }
+            Reset::Fresh { keep: None } => {
+                let id = self.data.reset().map_err(internal)?;
+                (id, true, None)
+            }
+        };
+        let new = build_core(&self.data, node_id, &self.transport, &self.raft_config).await?;
+        *self.core.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+        if fresh {
+            self.bootstrap(&new, keep).await?;
+        }
+        Ok(())
+    }
+
+    /// The status as this node sees it, or as the leader sees it when `!local` and it answers.
+    pub(crate) async fn status(self: &Arc<Self>, local: bool) -> Result<ClusterStatus, ApiError> {
+        let core = self.core();
+        if !local && !self.is_leader(&core) {
+            if let Some((_, addr)) = self.leader(&core) {
+                if let Ok(s) = self.status_at(&addr).await {
+                    return Ok(s);
+                }
+            }
+        }
+        Ok(self.local_status(&core))
+    }
+
+    async fn status_at(&self, addr: &str) -> Result<ClusterStatus, ApiError> {
+        let (ch, auth) = self.transport.channel_with_auth(addr).map_err(internal)?;
+        let mut c = pb::cluster_client::ClusterClient::with_interceptor(ch, auth);
+        let r = tokio::time::timeout(Duration::from_secs(1), c.status(pb::StatusRequest {}))
+            .await
+            .map_err(|_| unavailable("leader did not answer"))?
+            .map_err(|s| from_status(&s))?;
+        ClusterStatus::try_from(r.into_inner()).map_err(internal)
+    }
+
+    pub(crate) fn local_status(&self, core: &Core) -> ClusterStatus {
+        let m = core.raft.metrics().borrow().clone();
+        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        let leader = m
+            .current_leader
+            .and_then(|id| st.members.get(&id))
+            .map(|l| l.name.clone());
+        let mut members: Vec<_> = st.members.values().cloned().collect();
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        ClusterStatus {
+            cluster_id: st.cluster_id,
+            node_id: core.node_id,
+            node_name: self.cfg.name.clone(),
+            node_addr: self.addr.clone(),
+            leader,
+            term: m.current_term,
+            revision: st.revision,
+            members,
+        }
+    }
+}
+
+/// Roles as the leader's Raft configuration has them (for the monitor's reconciliation).
+pub(crate) fn raft_roles(core: &Core) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
+    let m = core.raft.metrics().borrow().membership_config.clone();
+    let voters: BTreeSet<NodeId> = m.membership().voter_ids().collect();
+    let all: BTreeSet<NodeId> = m.membership().nodes().map(|(id, _)| *id).collect();
+    (voters, all)
+}

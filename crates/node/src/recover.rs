@@ -1,0 +1,110 @@
+//! `recover`: offline disaster recovery. Turns a surviving node's data dir into a one-node cluster
+//! (same cluster id, same node id) when quorum is lost for good. Never automatic.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use ekka_store::DataDir;
+use ekka_types::{ApiError, Command, ErrorCode, Member, Request};
+use openraft::{BasicNode, ServerState};
+
+use crate::error::{internal, unavailable};
+use crate::network::{Network, Transport};
+use crate::node::now_ms;
+use crate::NodeConfig;
+
+/// What `recover` kept and what it threw away.
+#[derive(Clone, Debug)]
+pub struct RecoverReport {
+    pub cluster_id: u64,
+    pub kept: Member,
+    pub discarded: Vec<Member>,
+}
+
+fn cfg_err(m: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::InvalidConfig, m.to_string())
+}
+
+async fn start_raft(
+    data: &DataDir,
+    id: u64,
+    transport: &Transport,
+    config: &Arc<openraft::Config>,
+) -> Result<(ekka_store::Raft, ekka_store::SharedState), ApiError> {
+    let (log, sm) = data.open_stores().map_err(internal)?;
+    let state = sm.state();
+    let net = Network {
+        transport: transport.clone(),
+        state: state.clone(),
+    };
+    let raft = ekka_store::Raft::new(id, config.clone(), net, log, sm)
+        .await
+        .map_err(internal)?;
+    Ok((raft, state))
+}
+
+/// Rewrites the data dir at `dir` as a one-node cluster. Fails (changing nothing) while an agent
+/// holds the data dir, or when the dir holds no member record of its own node.
+pub async fn recover(dir: &Path) -> Result<RecoverReport, ApiError> {
+    let data = DataDir::open(dir).map_err(cfg_err)?;
+    let node_id = data.node_id();
+    let cluster_id = data.cluster_id();
+    let cfg = NodeConfig::new("recover", dir);
+    let config = Arc::new(cfg.raft_config()?);
+    let transport =
+        Transport::new(&cfg.cookie, Arc::new(AtomicU64::new(cluster_id))).map_err(internal)?;
+
+    // Replay the committed log into the state machine, without talking to anyone.
+    let (raft, state) = start_raft(&data, node_id, &transport, &config).await?;
+    raft.runtime_config().elect(false);
+    let st = state.read().unwrap_or_else(|e| e.into_inner()).clone();
+    raft.shutdown().await.map_err(internal)?;
+    let Some(me) = st.members.get(&node_id).cloned() else {
+        return Err(ApiError::new(
+            ErrorCode::NodeNotInCluster,
+            "this data dir holds no committed member record of its own node; nothing to recover",
+        ));
+    };
+    let discarded: Vec<Member> = st
+        .members
+        .values()
+        .filter(|m| m.id != node_id)
+        .cloned()
+        .collect();
+
+    data.reset().map_err(internal)?;
+    data.set_node_id(node_id).map_err(internal)?;
+    data.set_cluster_id(st.cluster_id).map_err(internal)?;
+    let (raft, _) = start_raft(&data, node_id, &transport, &config).await?;
+    let mut nodes = BTreeMap::new();
+    nodes.insert(
+        node_id,
+        BasicNode {
+            addr: me.addr.clone(),
+        },
+    );
+    raft.initialize(nodes).await.map_err(internal)?;
+    raft.wait(Some(cfg.op_timeout))
+        .state(ServerState::Leader, "recovered leader")
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let req = Request {
+        now_ms: now_ms(),
+        cmd: Command::Bootstrap {
+            cluster_id: st.cluster_id,
+            id: node_id,
+            name: me.name.clone(),
+            addr: me.addr.clone(),
+            max_voters: st.max_voters,
+        },
+    };
+    raft.client_write(req).await.map_err(internal)?;
+    raft.shutdown().await.map_err(internal)?;
+    Ok(RecoverReport {
+        cluster_id: st.cluster_id,
+        kept: me,
+        discarded,
+    })
+}

@@ -1,0 +1,290 @@
+//! The gRPC server: the `Peer` service (Raft RPCs and forwarded membership requests) and the
+//! `Cluster` service (the client API), both behind the cookie check.
+
+use std::sync::Arc;
+
+use ekka_proto::pb::cluster_server::{Cluster, ClusterServer};
+use ekka_proto::pb::peer_server::{Peer, PeerServer};
+use ekka_proto::pb::{self, RaftPayload, SnapshotChunk};
+use ekka_proto::{CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, PAYLOAD_VERSION};
+use ekka_store::{NodeId, TypeConfig};
+use ekka_types::limits::MAX_RPC_MESSAGE_BYTES;
+use ekka_types::{fmt_id, parse_id, ApiError, ErrorCode};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::{SnapshotMeta, Vote};
+use serde::Serialize;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::error::to_status;
+use crate::node::{ForceLeaveOutcome, Inner, JoinOutcome};
+
+/// Starts serving both services on `listener` until the node's shutdown signal.
+pub(crate) fn spawn(inner: Arc<Inner>, listener: tokio::net::TcpListener) {
+    let cookie = inner.cfg.cookie.clone().into_bytes();
+    let check = move |req: Request<()>| check_cookie(&cookie, req);
+    let peer = PeerServer::new(PeerSvc {
+        inner: inner.clone(),
+    })
+    .max_decoding_message_size(MAX_RPC_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_RPC_MESSAGE_BYTES);
+    let cluster = ClusterServer::new(ClusterSvc {
+        inner: inner.clone(),
+    })
+    .max_decoding_message_size(MAX_RPC_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_RPC_MESSAGE_BYTES);
+    let mut shutdown = inner.shutdown.subscribe();
+    let router = tonic::transport::Server::builder()
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            peer,
+            check.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            cluster, check,
+        ));
+    tokio::spawn(async move {
+        let incoming = TcpListenerStream::new(listener);
+        let stop = async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+            warn!(error = %e, "grpc server stopped");
+        }
+    });
+}
+
+/// Constant-time comparison, so the cookie cannot be guessed byte by byte from timings.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[allow(clippy::result_large_err)]
+fn check_cookie(cookie: &[u8], req: Request<()>) -> Result<Request<()>, Status> {
+    let given = req
+        .metadata()
+        .get(COOKIE_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if same_secret(given, cookie) {
+        return Ok(req);
+    }
+    let peer = req
+        .remote_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    warn!(%peer, "refused a request with a wrong cookie");
+    Err(to_status(ApiError::new(
+        ErrorCode::Unauthenticated,
+        "wrong cookie",
+    )))
+}
+
+fn forwarded<T>(req: &Request<T>) -> bool {
+    req.metadata().get(FORWARDED_HEADER).is_some()
+}
+
+struct PeerSvc {
+    inner: Arc<Inner>,
+}
+
+impl PeerSvc {
+    /// Raft RPCs are only taken from members of this node's cluster.
+    #[allow(clippy::result_large_err)]
+    fn check_cluster<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let theirs = req
+            .metadata()
+            .get(CLUSTER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_id);
+        let ours = self.inner.cluster_id();
+        if ours != 0 && theirs == Some(ours) {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(format!(
+            "cluster mismatch: this node is in {}",
+            fmt_id(ours)
+        )))
+    }
+}
+
+#[allow(clippy::result_large_err)]
+fn decode<T: serde::de::DeserializeOwned>(version: u32, data: &[u8]) -> Result<T, Status> {
+    if version != PAYLOAD_VERSION {
+        return Err(Status::invalid_argument(format!(
+            "payload version {version} is not {PAYLOAD_VERSION}"
+        )));
+    }
+    serde_json::from_slice(data).map_err(|e| Status::invalid_argument(format!("bad payload: {e}")))
+}
+
+#[allow(clippy::result_large_err)]
+fn encode<T: Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
+    let data = serde_json::to_vec(v).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftPayload {
+        version: PAYLOAD_VERSION,
+        data,
+    }))
+}
+
+fn api<T>(r: Result<T, ApiError>) -> Result<Response<T>, Status> {
+    r.map(Response::new).map_err(to_status)
+}
+
+#[tonic::async_trait]
+impl Peer for PeerSvc {
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        self.check_cluster(&req)?;
+        let p = req.into_inner();
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(p.version, &p.data)?;
+        let res = self.inner.core().raft.append_entries(rpc).await;
+        encode(&res)
+    }
+
+    async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.check_cluster(&req)?;
+        let p = req.into_inner();
+        let rpc: VoteRequest<NodeId> = decode(p.version, &p.data)?;
+        let res = self.inner.core().raft.vote(rpc).await;
+        encode(&res)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<SnapshotChunk>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        self.check_cluster(&req)?;
+        let c = req.into_inner();
+        let (vote, meta): (Vote<NodeId>, SnapshotMeta<NodeId, openraft::BasicNode>) =
+            decode(c.version, &c.meta)?;
+        let rpc = InstallSnapshotRequest::<TypeConfig> {
+            vote,
+            meta,
+            offset: c.offset,
+            data: c.data,
+            done: c.done,
+        };
+        let res = self.inner.core().raft.install_snapshot(rpc).await;
+        encode(&res)
+    }
+
+    async fn hello(
+        &self,
+        _req: Request<pb::HelloRequest>,
+    ) -> Result<Response<pb::HelloReply>, Status> {
+        Ok(Response::new(self.inner.hello().await))
+    }
+
+    async fn add_member(
+        &self,
+        req: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::AddMemberReply>, Status> {
+        let fwd = forwarded(&req);
+        api(self.inner.add_member(req.into_inner(), fwd).await)
+    }
+
+    async fn announce(
+        &self,
+        req: Request<pb::AnnounceRequest>,
+    ) -> Result<Response<pb::AnnounceReply>, Status> {
+        self.check_cluster(&req)?;
+        let fwd = forwarded(&req);
+        api(self.inner.announce(req.into_inner(), fwd).await)
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::RemoveMemberReply>, Status> {
+        self.check_cluster(&req)?;
+        let fwd = forwarded(&req);
+        api(self.inner.remove_member(req.into_inner(), fwd).await)
+    }
+
+    async fn removed(
+        &self,
+        req: Request<pb::RemovedNotice>,
+    ) -> Result<Response<pb::RemovedAck>, Status> {
+        self.check_cluster(&req)?;
+        let id = req.into_inner().node_id;
+        let inner = self.inner.clone();
+        tokio::spawn(async move { inner.removed(id).await });
+        Ok(Response::new(pb::RemovedAck {}))
+    }
+}
+
+struct ClusterSvc {
+    inner: Arc<Inner>,
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterSvc {
+    async fn status(
+        &self,
+        req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusReply>, Status> {
+        // A forwarded status request is answered locally: one hop at most.
+        let local = forwarded(&req);
+        let s = self.inner.status(local).await.map_err(to_status)?;
+        Ok(Response::new(pb::StatusReply::from(&s)))
+    }
+
+    async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinReply>, Status> {
+        let addr = req.into_inner().addr;
+        info!(%addr, "join requested");
+        let out = self.inner.join(&addr).await.map_err(to_status)?;
+        Ok(Response::new(match out {
+            JoinOutcome::Joined { cluster_id } => pb::JoinReply {
+                cluster_id,
+                ignored: None,
+            },
+            JoinOutcome::Ignored(why) => pb::JoinReply {
+                cluster_id: self.inner.cluster_id(),
+                ignored: Some(why),
+            },
+        }))
+    }
+
+    async fn leave(
+        &self,
+        _req: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::LeaveReply>, Status> {
+        info!("leave requested");
+        self.inner.leave().await.map_err(to_status)?;
+        Ok(Response::new(pb::LeaveReply {}))
+    }
+
+    async fn force_leave(
+        &self,
+        req: Request<pb::ForceLeaveRequest>,
+    ) -> Result<Response<pb::ForceLeaveReply>, Status> {
+        let name = req.into_inner().name;
+        info!(%name, "force-leave requested");
+        let out = self.inner.force_leave(&name).await.map_err(to_status)?;
+        Ok(Response::new(pb::ForceLeaveReply {
+            ignored: match out {
+                ForceLeaveOutcome::Removed => None,
+                ForceLeaveOutcome::Ignored(why) => Some(why),
+            },
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+        assert!(!same_secret(b"", b"a"));
+    }
+}

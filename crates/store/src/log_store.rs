@@ -1,0 +1,248 @@
+//! `LogStore`: openraft's log storage (storage-v2) on sled: entries, vote, committed, last purged.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use ekka_types::limits::MAX_ENTRY_BYTES;
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::{NodeId, TypeConfig};
+
+/// Keys in the `raft` tree.
+const K_VOTE: &[u8] = b"vote";
+const K_COMMITTED: &[u8] = b"committed";
+const K_PURGED: &[u8] = b"last_purged";
+
+/// The Raft log on sled. Cheap to clone; clones share the trees and the write lock.
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    raft: sled::Tree,
+    log: sled::Tree,
+    /// All write I/O is serialized (openraft's rule).
+    write: tokio::sync::Mutex<()>,
+}
+
+fn io_err(e: impl std::error::Error + 'static) -> AnyError {
+    AnyError::new(&e)
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, AnyError> {
+    let b = serde_json::to_vec(v).map_err(io_err)?;
+    if b.len() > MAX_ENTRY_BYTES {
+        return Err(AnyError::error(format!(
+            "record of {} bytes is over the {MAX_ENTRY_BYTES} limit",
+            b.len()
+        )));
+    }
+    Ok(b)
+}
+
+fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, AnyError> {
+    if b.len() > MAX_ENTRY_BYTES {
+        return Err(AnyError::error(format!(
+            "record of {} bytes is over the {MAX_ENTRY_BYTES} limit",
+            b.len()
+        )));
+    }
+    serde_json::from_slice(b).map_err(io_err)
+}
+
+fn idx_key(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+impl LogStore {
+    pub(crate) fn open(db: &sled::Db) -> Result<LogStore, sled::Error> {
+        Ok(LogStore {
+            inner: Arc::new(Inner {
+                db: db.clone(),
+                raft: db.open_tree("raft")?,
+                log: db.open_tree("log")?,
+                write: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    fn get<T: DeserializeOwned>(&self, k: &[u8]) -> Result<Option<T>, AnyError> {
+        match self.inner.raft.get(k).map_err(io_err)? {
+            None => Ok(None),
+            Some(v) => decode(&v).map(Some),
+        }
+    }
+
+    async fn put<T: Serialize>(&self, k: &[u8], v: &T) -> Result<(), AnyError> {
+        self.inner.raft.insert(k, encode(v)?).map_err(io_err)?;
+        // Flushed before returning.
+        self.inner.db.flush_async().await.map_err(io_err)?;
+        Ok(())
+    }
+
+    fn last_entry_id(&self) -> Result<Option<LogId<NodeId>>, AnyError> {
+        match self.inner.log.last().map_err(io_err)? {
+            None => Ok(None),
+            Some((_, v)) => {
+                let e: Entry<TypeConfig> = decode(&v)?;
+                Ok(Some(e.log_id))
+            }
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Bound::Included(idx_key(*i)),
+            Bound::Excluded(i) => Bound::Excluded(idx_key(*i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for kv in self
+            .inner
+            .log
+            .range::<[u8; 8], _>((Bound::Included(idx_key(start)), end))
+        {
+            let (_, v) = kv.map_err(|e| StorageIOError::read_logs(io_err(e)))?;
+            out.push(decode(&v).map_err(StorageIOError::read_logs)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let purged: Option<LogId<NodeId>> =
+            self.get(K_PURGED).map_err(StorageIOError::read_logs)?;
+        let last = self.last_entry_id().map_err(StorageIOError::read_logs)?;
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last.or(purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let _w = self.inner.write.lock().await;
+        self.put(K_VOTE, vote)
+            .await
+            .map_err(StorageIOError::write_vote)?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        Ok(self.get(K_VOTE).map_err(StorageIOError::read_vote)?)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let _w = self.inner.write.lock().await;
+        self.put(K_COMMITTED, &committed)
+            .await
+            .map_err(StorageIOError::write)?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        let c: Option<Option<LogId<NodeId>>> =
+            self.get(K_COMMITTED).map_err(StorageIOError::read)?;
+        Ok(c.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let _w = self.inner.write.lock().await;
+        let mut batch = sled::Batch::default();
+        for e in entries {
+            let v = encode(&e).map_err(|err| StorageIOError::write_log_entry(e.log_id, err))?;
+            batch.insert(&idx_key(e.log_id.index), v);
+        }
+        self.inner
+            .log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
+        // Readable now; durable after this flush, and only then acknowledged.
+        let r = self.inner.db.flush_async().await;
+        callback.log_io_completed(r.map(|_| ()).map_err(std::io::Error::other));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let _w = self.inner.write.lock().await;
+        // Delete from the back so a crash never leaves a hole.
+        let keys: Vec<sled::IVec> = self
+            .inner
+            .log
+            .range(idx_key(log_id.index)..)
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
+        for k in keys.into_iter().rev() {
+            self.inner
+                .log
+                .remove(k)
+                .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
+        }
+        // Flushed before returning.
+        self.inner
+            .db
+            .flush_async()
+            .await
+            .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let _w = self.inner.write.lock().await;
+        // Record the purge point first (flushed), then delete from the front.
+        self.put(K_PURGED, &log_id)
+            .await
+            .map_err(StorageIOError::write_logs)?;
+        let keys: Vec<sled::IVec> = self
+            .inner
+            .log
+            .range(..=idx_key(log_id.index))
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
+        for k in keys {
+            self.inner
+                .log
+                .remove(k)
+                .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
+        }
+        // Not flushed: a purge that is lost in a crash only leaves entries the purge point hides.
+        Ok(())
+    }
+}

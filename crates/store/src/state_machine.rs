@@ -1,0 +1,268 @@
+//! `StateMachineStore`: openraft's state machine (storage-v2). The `ClusterState` lives in memory;
+//! the last snapshot is persisted in sled, and openraft replays committed entries after it on
+//! restart (the log store saves `committed`).
+
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use ekka_types::{ClusterState, Command, Request, Response};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::{NodeId, TypeConfig};
+
+/// The cluster state shared with the node (read-only outside this crate by convention).
+pub type SharedState = Arc<RwLock<ClusterState>>;
+
+/// Keys in the `sm` tree.
+const K_SNAP_META: &[u8] = b"snapshot_meta";
+const K_SNAP_DATA: &[u8] = b"snapshot_data";
+
+/// What a snapshot holds.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    last_applied: Option<LogId<NodeId>>,
+    last_membership: StoredMembership<NodeId, BasicNode>,
+    state: ClusterState,
+}
+
+#[derive(Default)]
+struct Applied {
+    last_applied: Option<LogId<NodeId>>,
+    last_membership: StoredMembership<NodeId, BasicNode>,
+}
+
+/// The state machine. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    state: SharedState,
+    applied: Arc<Mutex<Applied>>,
+    revision: Arc<watch::Sender<u64>>,
+    db: sled::Db,
+    sm: sled::Tree,
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+fn err(e: impl std::error::Error + 'static) -> AnyError {
+    AnyError::new(&e)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl StateMachineStore {
+    /// Opens the state machine, starting from the persisted snapshot if there is one.
+    pub(crate) fn open(db: &sled::Db) -> Result<StateMachineStore, String> {
+        let sm = db.open_tree("sm").map_err(|e| e.to_string())?;
+        let mut applied = Applied::default();
+        let mut state = ClusterState::default();
+        if let Some(data) = sm.get(K_SNAP_DATA).map_err(|e| e.to_string())? {
+            let body: SnapshotBody =
+                serde_json::from_slice(&data).map_err(|e| format!("unreadable snapshot: {e}"))?;
+            applied.last_applied = body.last_applied;
+            applied.last_membership = body.last_membership;
+            state = body.state;
+            state
+                .check_invariants()
+                .map_err(|e| format!("snapshot breaks an invariant: {e}"))?;
+        }
+        let (tx, _) = watch::channel(state.revision);
+        Ok(StateMachineStore {
+            state: Arc::new(RwLock::new(state)),
+            applied: Arc::new(Mutex::new(applied)),
+            revision: Arc::new(tx),
+            db: db.clone(),
+            sm,
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The cluster state, updated as entries apply.
+    pub fn state(&self) -> SharedState {
+        self.state.clone()
+    }
+
+    /// The applied revision, published after every applied batch.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+
+    fn read_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, AnyError> {
+        let Some(meta) = self.sm.get(K_SNAP_META).map_err(err)? else {
+            return Ok(None);
+        };
+        let meta: SnapshotMeta<NodeId, BasicNode> = serde_json::from_slice(&meta).map_err(err)?;
+        let data = self
+            .sm
+            .get(K_SNAP_DATA)
+            .map_err(err)?
+            .map(|v| v.to_vec())
+            .unwrap_or_default();
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+
+    async fn save_snapshot(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        data: &[u8],
+    ) -> Result<(), AnyError> {
+        let mut b = sled::Batch::default();
+        b.insert(K_SNAP_META, serde_json::to_vec(meta).map_err(err)?);
+        b.insert(K_SNAP_DATA, data);
+        self.sm.apply_batch(b).map_err(err)?;
+        // Flushed before returning: a snapshot is persisted before the state machine moves on.
+        self.db.flush_async().await.map_err(err)?;
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        // A consistent view: the applied pointers and the state are read under the state lock,
+        // which apply holds while it changes both.
+        let (body, last_applied, last_membership) = {
+            let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+            let a = lock(&self.applied);
+            let body = SnapshotBody {
+                last_applied: a.last_applied,
+                last_membership: a.last_membership.clone(),
+                state: st.clone(),
+            };
+            (body, a.last_applied, a.last_membership.clone())
+        };
+        let data =
+            serde_json::to_vec(&body).map_err(|e| StorageIOError::write_snapshot(None, err(e)))?;
+        let seq = self.snapshot_seq.fetch_add(1, Ordering::SeqCst);
+        let snapshot_id = match last_applied {
+            Some(l) => format!(
+                "{}-{}-{}-{seq}",
+                l.leader_id.term, l.leader_id.node_id, l.index
+            ),
+            None => format!("none-{seq}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership,
+            snapshot_id,
+        };
+        self.save_snapshot(&meta, &data)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
+    {
+        let a = lock(&self.applied);
+        Ok((a.last_applied, a.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut out = Vec::new();
+        let revision = {
+            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let mut a = lock(&self.applied);
+            for e in entries {
+                let idx = e.log_id.index;
+                a.last_applied = Some(e.log_id);
+                let resp = match e.payload {
+                    EntryPayload::Blank => {
+                        st.advance(idx);
+                        Response {
+                            revision: idx,
+                            rejected: None,
+                        }
+                    }
+                    EntryPayload::Normal(req) => st.apply(idx, &req),
+                    EntryPayload::Membership(m) => {
+                        a.last_membership = StoredMembership::new(Some(e.log_id), m.clone());
+                        if st.cluster_id == 0 {
+                            st.advance(idx);
+                            Response {
+                                revision: idx,
+                                rejected: None,
+                            }
+                        } else {
+                            let cmd = Command::SetRoles {
+                                voters: m.voter_ids().collect(),
+                                learners: m.learner_ids().collect(),
+                            };
+                            st.apply(idx, &Request { now_ms: 0, cmd })
+                        }
+                    }
+                };
+                out.push(resp);
+            }
+            st.revision
+        };
+        self.revision.send_replace(revision);
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let data = snapshot.into_inner();
+        let body: SnapshotBody = serde_json::from_slice(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), err(e)))?;
+        body.state.check_invariants().map_err(|e| {
+            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::error(e))
+        })?;
+        // Persist first, then replace (never merge) the in-memory state.
+        self.save_snapshot(meta, &data)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        let revision = {
+            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let mut a = lock(&self.applied);
+            *st = body.state;
+            a.last_applied = meta.last_log_id;
+            a.last_membership = meta.last_membership.clone();
+            st.revision
+        };
+        self.revision.send_replace(revision);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        self.read_snapshot()
+            .map_err(|e| StorageIOError::read_snapshot(None, e).into())
+    }
+}

@@ -1,0 +1,134 @@
+//! The command line, as CONTRACT.md fixes it (clap derive; every option also reads `EKKA_*`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ekka",
+    version,
+    about = "Raft-based cluster membership agent and CLI"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Runs one node in the foreground until SIGINT/SIGTERM.
+    Agent(Box<AgentArgs>),
+    /// Cluster membership commands.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Starts a local N-node cluster as child processes and shows its live status.
+    Up(UpArgs),
+}
+
+/// Agent options. All are optional here so that flags and env can be told apart from values
+/// the TOML file gives; defaults are applied after merging (see `config.rs`).
+#[derive(Args, Debug, Default)]
+pub struct AgentArgs {
+    /// TOML file with the same keys as the flags (data_dir, listen, ...).
+    #[arg(long, env = "EKKA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Unique member name [default: hostname].
+    #[arg(long, env = "EKKA_NAME")]
+    pub name: Option<String>,
+    /// gRPC address; port 0 picks a free port [default: 127.0.0.1:4370].
+    #[arg(long, env = "EKKA_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Address given to peers [default: the bound address].
+    #[arg(long, env = "EKKA_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// HTTP address for /metrics, /health, /ready, /status and / [default: off].
+    #[arg(long, env = "EKKA_HTTP", value_name = "HOST:PORT")]
+    pub http: Option<String>,
+    /// Data directory [default: ./ekka-data].
+    #[arg(long, env = "EKKA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Shared cluster secret [default: a fixed default, with a warning].
+    #[arg(long, env = "EKKA_COOKIE", hide_env_values = true)]
+    pub cookie: Option<String>,
+    /// Discovery strategy: manual or singleton [default: manual].
+    #[arg(long, env = "EKKA_DISCOVERY", value_name = "KIND")]
+    pub discovery: Option<String>,
+    /// Seed addresses for the static strategy.
+    #[arg(long, env = "EKKA_SEEDS", value_delimiter = ',', value_name = "A,B")]
+    pub seeds: Option<Vec<String>>,
+    /// Most voters the cluster keeps, odd [default: 5]; used when this node bootstraps.
+    #[arg(long, env = "EKKA_MAX_VOTERS")]
+    pub max_voters: Option<u32>,
+    /// Raft heartbeat interval [default: 50ms].
+    #[arg(long, env = "EKKA_HEARTBEAT_INTERVAL", value_name = "DUR")]
+    pub heartbeat_interval: Option<String>,
+    /// Raft election timeout, lower bound [default: 250ms]; the upper bound is twice this.
+    #[arg(long, env = "EKKA_ELECTION_TIMEOUT", value_name = "DUR")]
+    pub election_timeout: Option<String>,
+    /// The leader marks a member down after this long without an answer [default: 500ms].
+    #[arg(long, env = "EKKA_DOWN_AFTER", value_name = "DUR")]
+    pub down_after: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// The agent to talk to.
+    #[arg(
+        long,
+        env = "EKKA_NODE",
+        default_value = "127.0.0.1:4370",
+        value_name = "HOST:PORT"
+    )]
+    pub node: String,
+    /// Shared cluster secret.
+    #[arg(long, env = "EKKA_COOKIE", hide_env_values = true)]
+    pub cookie: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Makes the --node agent join the cluster that ADDR belongs to.
+    Join {
+        addr: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Makes the --node agent leave its cluster.
+    Leave {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Removes member NAME (up or down).
+    ForceLeave {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Members and roles as seen by the cluster.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Offline: makes this data dir a one-node cluster again (when quorum is lost for good).
+    Recover {
+        #[arg(long, env = "EKKA_DATA_DIR", value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u32,
+    /// Directory for the nodes' data dirs and logs.
+    #[arg(long, default_value = "./ekka-up", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Shared cluster secret.
+    #[arg(long, env = "EKKA_COOKIE", hide_env_values = true)]
+    pub cookie: Option<String>,
+}

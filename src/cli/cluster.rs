@@ -1,0 +1,51 @@
+//! `ekka cluster ...`: the client commands. Output and exit codes follow CONTRACT.md.
+
+use ekka::types::fmt_id;
+use ekka::{ApiError, Client, Outcome};
+
+use crate::cli::args::{ClientArgs, ClusterCmd};
+use crate::cli::output;
+
+fn client(a: &ClientArgs) -> Result<Client, ApiError> {
+    let cookie = a.cookie.as_deref().unwrap_or(ekka_client::DEFAULT_COOKIE);
+    Client::new(&a.node, cookie)
+}
+
+/// Runs one cluster command; prints its success output on stdout.
+pub async fn run(cmd: ClusterCmd) -> Result<(), ApiError> {
+    match cmd {
+        ClusterCmd::Join { addr, client: c } => match client(&c)?.join(&addr).await? {
+            Outcome::Done(cluster_id) => println!("joined {}", fmt_id(cluster_id)),
+            Outcome::Ignored(why) => println!("ignored: {why}"),
+        },
+        ClusterCmd::Leave { client: c } => {
+            client(&c)?.leave().await?;
+            println!("left");
+        }
+        ClusterCmd::ForceLeave { name, client: c } => match client(&c)?.force_leave(&name).await? {
+            Outcome::Done(()) => println!("removed {name}"),
+            Outcome::Ignored(why) => println!("ignored: {why}"),
+        },
+        ClusterCmd::Status { json, client: c } => {
+            let s = client(&c)?.status().await?;
+            if json {
+                println!("{}", output::status_json(&s));
+            } else {
+                print!("{}", output::status_table(&s));
+            }
+        }
+        ClusterCmd::Recover { data_dir } => {
+            let report = ekka_node::recover(&data_dir).await?;
+            for m in &report.discarded {
+                eprintln!(
+                    "discarding member {} ({}) at {}",
+                    m.name,
+                    fmt_id(m.id),
+                    m.addr
+                );
+            }
+            println!("recovered");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! Agent configuration: flags and `EKKA_*` env override the TOML file, which overrides defaults.
+//! Everything is validated before anything binds.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ekka::{ApiError, ErrorCode, NodeConfig};
+use serde::Deserialize;
+
+use crate::cli::args::AgentArgs;
+
+/// The TOML file: the same keys as the flags. Unknown keys are an error.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    name: Option<String>,
+    listen: Option<String>,
+    advertise: Option<String>,
+    http: Option<String>,
+    data_dir: Option<PathBuf>,
+    cookie: Option<String>,
+    discovery: Option<String>,
+    seeds: Option<Vec<String>>,
+    max_voters: Option<u32>,
+    heartbeat_interval: Option<String>,
+    election_timeout: Option<String>,
+    down_after: Option<String>,
+}
+
+/// The merged agent configuration.
+#[derive(Debug)]
+pub struct AgentConfig {
+    pub node: NodeConfig,
+    pub http: Option<String>,
+    pub default_cookie: bool,
+}
+
+fn invalid(m: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidConfig, m)
+}
+
+fn duration(key: &str, v: &str) -> Result<Duration, ApiError> {
+    humantime::parse_duration(v)
+        .map_err(|e| invalid(format!("{key}: {v:?} is not a duration ({e})")))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "ekka".into())
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ApiError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(format!("config {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        let msg = e.message().to_string();
+        invalid(format!("config {}: {msg}", path.display()))
+    })
+}
+
+/// Merges flags/env over the file over defaults, and validates the result.
+pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
+    let file = match &args.config {
+        Some(p) => read_file(p)?,
+        None => FileConfig::default(),
+    };
+    let name = args.name.or(file.name).unwrap_or_else(hostname);
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("./ekka-data"));
+    let mut node = NodeConfig::new(name, data_dir);
+    if let Some(l) = args.listen.or(file.listen) {
+        node.listen = l;
+    }
+    node.advertise = args.advertise.or(file.advertise);
+    let cookie = args.cookie.or(file.cookie);
+    let default_cookie = cookie.is_none();
+    if let Some(c) = cookie {
+        node.cookie = c;
+    }
+    match args
+        .discovery
+        .or(file.discovery)
+        .as_deref()
+        .unwrap_or("manual")
+    {
+        "manual" => {}
+        "singleton" => node.singleton = true,
+        k @ ("static" | "dns" | "etcd" | "k8s" | "mcast" | "exec") => {
+            return Err(invalid(format!(
+                "discovery: {k} is not available in this version (use manual or singleton)"
+            )))
+        }
+        other => {
+            return Err(invalid(format!(
+                "discovery: unknown kind {other:?} (manual, singleton, static, dns, etcd, k8s, mcast, exec)"
+            )))
+        }
+    }
+    let seeds = args.seeds.or(file.seeds).unwrap_or_default();
+    for s in &seeds {
+        ekka::types::check::check_addr(s).map_err(|e| invalid(format!("seeds: {e}")))?;
+    }
+    if let Some(v) = args.max_voters.or(file.max_voters) {
+        node.max_voters = v;
+    }
+    if let Some(v) = args.heartbeat_interval.or(file.heartbeat_interval) {
+        node.heartbeat_interval = duration("heartbeat_interval", &v)?;
+    }
+    if let Some(v) = args.election_timeout.or(file.election_timeout) {
+        node.election_timeout_min = duration("election_timeout", &v)?;
+        node.election_timeout_max = node.election_timeout_min * 2;
+    }
+    if let Some(v) = args.down_after.or(file.down_after) {
+        node.down_after = duration("down_after", &v)?;
+    }
+    let http = args.http.or(file.http);
+    if let Some(h) = &http {
+        h.parse::<std::net::SocketAddr>()
+            .map_err(|e| invalid(format!("http: {h:?} is not IP:PORT ({e})")))?;
+    }
+    node.validate()?;
+    check_data_dir(&node.data_dir)?;
+    Ok(AgentConfig {
+        node,
+        http,
+        default_cookie,
+    })
+}
+
+/// The data dir must be a directory we can write (created if missing).
+fn check_data_dir(dir: &Path) -> Result<(), ApiError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| invalid(format!("data_dir: cannot create {}: {e}", dir.display())))?;
+    let probe = dir.join(".ekka-write-probe");
+    std::fs::write(&probe, b"")
+        .map_err(|e| invalid(format!("data_dir: {} is not writable: {e}", dir.display())))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dir: &Path) -> AgentArgs {
+        AgentArgs {
+            data_dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_and_unknown_keys_fail() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("ekka.toml");
+        std::fs::write(&f, "name = \"from-file\"\nlisten = \"127.0.0.1:0\"\n").unwrap();
+        let mut a = args(d.path());
+        a.config = Some(f.clone());
+        a.name = Some("from-flag".into());
+        let c = load(a).unwrap();
+        assert_eq!(c.node.name, "from-flag");
+        assert_eq!(c.node.listen, "127.0.0.1:0");
+        assert!(c.default_cookie);
+
+        std::fs::write(&f, "nmae = \"typo\"\n").unwrap();
+        let mut a = args(d.path());
+        a.config = Some(f);
+        let e = load(a).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidConfig);
+        assert!(e.message.contains("nmae"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_invalid_config() {
+        let d = tempfile::tempdir().unwrap();
+        for (f, bad) in [
+            ("listen", "not-an-address"),
+            ("discovery", "carrier-pigeon"),
+            ("down_after", "soon"),
+        ] {
+            let mut a = args(d.path());
+            match f {
+                "listen" => a.listen = Some(bad.into()),
+                "discovery" => a.discovery = Some(bad.into()),
+                _ => a.down_after = Some(bad.into()),
+            }
+            let e = load(a).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidConfig, "{f}");
+            assert!(e.message.starts_with(f), "{e}");
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The command-line interface of the `ekka` binary.
+
+pub mod agent;
+pub mod args;
+pub mod cluster;
+pub mod config;
+pub mod http;
+pub mod output;
+pub mod up;

@@ -1,0 +1,309 @@
+//! Test harness: spawns real `ekka` agents on 127.0.0.1:0, runs the CLI, waits on conditions with
+//! deadlines. Agents are killed when dropped; their logs are printed when a test fails.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const COOKIE: &str = "test-cookie";
+pub const BIN: &str = env!("CARGO_BIN_EXE_ekka");
+
+/// A running `ekka agent` child process.
+pub struct Agent {
+    pub name: String,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+/// Output of one CLI run.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "expected success, got {self:?}");
+        self.stdout.trim()
+    }
+
+    /// The error code of a failed command (`error: <code>: ...` on stderr), checking exit 1.
+    pub fn err_code(&self) -> String {
+        assert_eq!(self.code, 1, "expected exit 1, got {self:?}");
+        let line = self.stderr.lines().last().unwrap_or_default();
+        let rest = line
+            .strip_prefix("error: ")
+            .unwrap_or_else(|| panic!("no error line in {self:?}"));
+        rest.split(':').next().unwrap_or_default().to_string()
+    }
+}
+
+/// A temporary directory for one test's agents; keeps logs when the test panics.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub agents: Vec<Agent>,
+}
+
+impl Cluster {
+    pub fn new() -> Self {
+        Cluster {
+            dir: tempfile::tempdir().expect("tempdir"),
+            agents: Vec::new(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts agent `name` with its own data dir and extra flags; returns its index.
+    pub fn start(&mut self, name: &str, extra: &[&str]) -> usize {
+        let a = Agent::start(name, &self.path(name), extra);
+        self.agents.push(a);
+        self.agents.len() - 1
+    }
+
+    pub fn get(&self, name: &str) -> &Agent {
+        self.agents
+            .iter()
+            .find(|a| a.name == name)
+            .unwrap_or_else(|| panic!("no agent {name}"))
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> &mut Agent {
+        self.agents
+            .iter_mut()
+            .find(|a| a.name == name)
+            .unwrap_or_else(|| panic!("no agent {name}"))
+    }
+
+    /// Starts n agents named n1..=n{n} and joins n2.. to n1; waits until all are up.
+    pub fn form(&mut self, n: usize) {
+        for i in 1..=n {
+            self.start(&format!("n{i}"), &[]);
+        }
+        let seed = self.agents[0].addr.clone();
+        for i in 1..n {
+            let out = self.agents[i].cli(&["cluster", "join", &seed]);
+            assert!(out.ok().starts_with("joined "), "{out:?}");
+        }
+        let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+        let a = &self.agents[0];
+        wait_until(Duration::from_secs(20), "all members up", || {
+            let s = a.status();
+            running(&s) == names
+        });
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for a in &self.agents {
+                eprintln!("----- log of {} ({}) -----", a.name, a.addr);
+                eprintln!("{}", std::fs::read_to_string(&a.log).unwrap_or_default());
+            }
+        }
+    }
+}
+
+impl Agent {
+    /// Starts `ekka agent` and waits for its `listening on` line.
+    pub fn start(name: &str, data_dir: &Path, extra: &[&str]) -> Agent {
+        let log = data_dir.with_extension("log");
+        let mut a = Agent {
+            name: name.to_string(),
+            addr: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            log,
+            child: None,
+        };
+        a.restart(extra);
+        a
+    }
+
+    /// (Re)starts the process on the same data dir, on a fresh port unless `extra` says otherwise.
+    pub fn restart(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none(), "{} is still running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let has_listen = extra.contains(&"--listen");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("agent")
+            .args(["--name", &self.name, "--cookie", COOKIE])
+            .arg("--data-dir")
+            .arg(&self.data_dir);
+        if !has_listen {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        let mut child = cmd
+            .args(extra)
+            .env("EKKA_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ekka agent");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} did not print its listening line; log:\n{}",
+                    self.name,
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                )
+            });
+        self.addr = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, and wait for the process to go.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (a clean stop).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Runs `ekka <args> --node <this agent> --cookie <test cookie>`.
+    pub fn cli(&self, args: &[&str]) -> Out {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--node", &self.addr, "--cookie", COOKIE]);
+        run(&all)
+    }
+
+    /// `cluster status --json` from this agent.
+    pub fn status(&self) -> Value {
+        let out = self.cli(&["cluster", "status", "--json"]);
+        serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("bad json {e}: {out:?}"))
+    }
+
+    /// `cluster status --json`, or None when the command fails.
+    pub fn try_status(&self) -> Option<Value> {
+        let out = self.cli(&["cluster", "status", "--json"]);
+        if out.code != 0 {
+            return None;
+        }
+        serde_json::from_str(out.stdout.trim()).ok()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs the ekka binary with `args`.
+pub fn run(args: &[&str]) -> Out {
+    let o = Command::new(BIN)
+        .args(args)
+        .env("EKKA_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ekka");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// Polls `cond` until it holds, failing the test after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn names(v: &Value, key: &str) -> Vec<String> {
+    v[key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn running(status: &Value) -> Vec<String> {
+    names(status, "running_nodes")
+}
+
+pub fn stopped(status: &Value) -> Vec<String> {
+    names(status, "stopped_nodes")
+}
+
+/// The member entry named `name`, if present.
+pub fn member<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
+    status["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == name)
+}
+
+pub fn role_count(status: &Value, role: &str) -> usize {
+    status["members"]
+        .as_array()
+        .map(|a| a.iter().filter(|m| m["role"] == role).count())
+        .unwrap_or(0)
+}

@@ -1,0 +1,172 @@
+//! Membership under failures: joins while the leader is down, concurrent joins, quorum-losing
+//! removals refused, restarts on a new port, forced removal of a down voter.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn t20_join_while_the_leader_is_down_is_unavailable_and_changes_nothing() {
+    let mut c = Cluster::new();
+    c.form(2); // n1 voter, n2 learner
+    c.start("n3", &[]);
+    let before = c.get("n3").status();
+    c.get_mut("n1").kill();
+    let n2 = c.get("n2").addr.clone();
+    let out = c.get("n3").cli(&["cluster", "join", &n2]);
+    assert_eq!(out.err_code(), "unavailable", "{out:?}");
+    let after = c.get("n3").status();
+    assert_eq!(after["cluster_id"], before["cluster_id"]);
+    assert_eq!(running(&after), ["n3"]);
+}
+
+#[test]
+fn t21_five_nodes_join_one_seed_at_once() {
+    let mut c = Cluster::new();
+    for i in 1..=6 {
+        c.start(&format!("n{i}"), &[]);
+    }
+    let seed = c.get("n1").addr.clone();
+    let outs: Vec<Out> = std::thread::scope(|s| {
+        let hs: Vec<_> = c.agents[1..]
+            .iter()
+            .map(|a| {
+                let seed = seed.clone();
+                s.spawn(move || a.cli(&["cluster", "join", &seed]))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for o in &outs {
+        assert!(o.ok().starts_with("joined "), "{o:?}");
+    }
+    let n1 = c.get("n1");
+    let s = n1.status();
+    assert_eq!(running(&s), ["n1", "n2", "n3", "n4", "n5", "n6"]);
+    wait_until(WAIT, "five voters", || {
+        role_count(&n1.status(), "voter") == 5
+    });
+}
+
+#[test]
+fn t22_two_nodes_joining_each_other_at_once_end_in_one_cluster() {
+    let mut c = Cluster::new();
+    c.start("n1", &[]);
+    c.start("n2", &[]);
+    let (a, b) = (c.get("n1"), c.get("n2"));
+    let (o1, o2) = std::thread::scope(|s| {
+        let h1 = s.spawn(|| a.cli(&["cluster", "join", &b.addr]));
+        let h2 = s.spawn(|| b.cli(&["cluster", "join", &a.addr]));
+        (h1.join().unwrap(), h2.join().unwrap())
+    });
+    let oks = [&o1, &o2].iter().filter(|o| o.code == 0).count();
+    assert_eq!(oks, 1, "exactly one join succeeds: {o1:?} {o2:?}");
+    let failed = if o1.code == 0 { &o2 } else { &o1 };
+    assert_eq!(failed.err_code(), "already_in_cluster");
+    wait_until(WAIT, "one cluster of two", || {
+        let (s1, s2) = (a.status(), b.status());
+        running(&s1) == ["n1", "n2"] && s1["cluster_id"] == s2["cluster_id"]
+    });
+}
+
+#[test]
+fn t23_force_leave_a_down_voter_in_a_three_node_cluster() {
+    let mut c = Cluster::new();
+    c.form(3);
+    c.get_mut("n3").kill();
+    let n1 = c.get("n1");
+    wait_until(WAIT, "n3 down", || stopped(&n1.status()) == ["n3"]);
+    assert_eq!(n1.cli(&["cluster", "force-leave", "n3"]).ok(), "removed n3");
+    let s = n1.status();
+    assert_eq!(running(&s), ["n1", "n2"]);
+    assert!(member(&s, "n3").is_none());
+    assert_eq!(role_count(&s, "voter"), 2);
+}
+
+#[test]
+fn t24_leave_refused_when_it_would_lose_quorum() {
+    let mut c = Cluster::new();
+    c.form(3);
+    c.get_mut("n3").kill();
+    let n1 = c.get("n1");
+    wait_until(WAIT, "n3 down", || stopped(&n1.status()) == ["n3"]);
+    // Voters {n1, n2, n3} with n3 down: n2 leaving leaves {n1, n3}, one of two up.
+    let before = n1.status();
+    let out = c.get("n2").cli(&["cluster", "leave"]);
+    assert_eq!(out.err_code(), "would_lose_quorum");
+    let after = n1.status();
+    assert_eq!(running(&after), ["n1", "n2"]);
+    assert_eq!(before["members"], after["members"], "nothing changed");
+}
+
+#[test]
+fn t25_restart_on_a_new_port_is_up_again_with_its_new_address() {
+    let mut c = Cluster::new();
+    c.form(3);
+    let old = c.get("n2").addr.clone();
+    c.get_mut("n2").kill();
+    let n1 = c.get("n1");
+    wait_until(WAIT, "n2 down", || stopped(&n1.status()) == ["n2"]);
+    c.get_mut("n2").restart(&[]);
+    let new = c.get("n2").addr.clone();
+    assert_ne!(old, new, "port 0 gives a new port");
+    let n1 = c.get("n1");
+    wait_until(WAIT, "n2 up at its new address", || {
+        let s = n1.status();
+        let m = member(&s, "n2").cloned().unwrap_or_default();
+        m["status"] == "up" && m["addr"] == new.as_str()
+    });
+}
+
+#[test]
+fn t26_leader_leaves_and_the_cluster_goes_on() {
+    let mut c = Cluster::new();
+    c.form(3);
+    let leader = c.get("n1").status()["leader"].as_str().unwrap().to_string();
+    assert_eq!(c.get(&leader).cli(&["cluster", "leave"]).ok(), "left");
+    let rest: Vec<String> = ["n1", "n2", "n3"]
+        .iter()
+        .filter(|n| **n != leader)
+        .map(|n| n.to_string())
+        .collect();
+    let a = c.get(&rest[0]);
+    wait_until(WAIT, "two members with a new leader", || {
+        let s = a.status();
+        running(&s) == rest && s["leader"].is_string() && s["leader"] != leader.as_str()
+    });
+}
+
+#[test]
+fn t27_recover_after_losing_two_of_three() {
+    let mut c = Cluster::new();
+    c.form(3);
+    for n in ["n1", "n2", "n3"] {
+        c.get_mut(n).kill();
+    }
+    let dir = c.get("n1").data_dir.clone();
+    let out = run(&["cluster", "recover", "--data-dir", dir.to_str().unwrap()]);
+    assert_eq!(out.ok(), "recovered");
+    assert!(
+        out.stderr.contains("n2") && out.stderr.contains("n3"),
+        "{out:?}"
+    );
+    c.get_mut("n1").restart(&[]);
+    let s = c.get("n1").status();
+    assert_eq!(running(&s), ["n1"]);
+    assert_eq!(s["leader"], "n1");
+}
+
+#[test]
+fn t28_recover_refuses_while_the_agent_runs() {
+    let mut c = Cluster::new();
+    c.start("n1", &[]);
+    let dir = c.get("n1").data_dir.clone();
+    let out = run(&["cluster", "recover", "--data-dir", dir.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.starts_with("error: invalid_config: "), "{out:?}");
+    assert_eq!(running(&c.get("n1").status()), ["n1"]);
+}
