@@ -9,7 +9,7 @@ use ekka::ErrorCode;
 fn main() {
     let args = cli::args::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("EKKA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

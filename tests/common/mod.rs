@@ -142,9 +142,12 @@ impl Agent {
         let has_listen = extra.contains(&"--listen");
         let mut cmd = Command::new(BIN);
         cmd.arg("agent")
-            .args(["--name", &self.name, "--cookie", COOKIE])
+            .args(["--name", &self.name])
             .arg("--data-dir")
             .arg(&self.data_dir);
+        if !extra.contains(&"--cookie") {
+            cmd.args(["--cookie", COOKIE]);
+        }
         if !has_listen {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }

@@ -531,6 +531,12 @@ impl Inner {
         match tokio::time::timeout(self.cfg.op_timeout, remote(peer)).await {
             Err(_) => Err(unavailable(format!("the leader at {addr} did not answer"))),
             Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(st)) if st.metadata().get(ekka_proto::ERROR_HEADER).is_none() => {
+                Err(unavailable(format!(
+                    "the leader at {addr} is unreachable: {}",
+                    st.message()
+                )))
+            }
             Ok(Err(st)) => Err(from_status(&st)),
         }
     }
@@ -768,22 +774,23 @@ impl Inner {
             .cloned()
             .ok_or_else(|| ApiError::new(ErrorCode::NodeNotInCluster, "no such member"))?;
         let plan = st.plan_remove(id).map_err(from_reject)?;
-        if id == core.node_id {
-            // A leader does not remove itself: it seats its successor if needed, steps down,
-            // and the caller retries against the next leader.
-            if let Some(l) = plan.promoted {
-                let ids: BTreeSet<NodeId> = [l].into();
-                self.change_membership(&core, ChangeMembers::AddVoterIds(ids))
-                    .await?;
-            }
-            drop(guard);
-            self.step_down().await?;
-            return Err(unavailable("the leader stepped down to be removed; retry"));
-        }
         if leave {
             self.propose_on(&core, Command::MarkLeaving { id }).await?;
         }
         self.remove_from_raft(&core, id, &plan).await?;
+        if id == core.node_id {
+            // A leader may remove itself: openraft keeps it leading until the configuration
+            // without it commits, then it steps down; the next leader's monitor drops the record.
+            drop(guard);
+            info!("the leader removed itself from the raft configuration");
+            return Ok(pb::RemoveMemberReply {
+                revision: core
+                    .state
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .revision,
+            });
+        }
         let reason = if leave {
             RemoveReason::Left
         } else {
@@ -805,23 +812,6 @@ impl Inner {
         Ok(pb::RemoveMemberReply {
             revision: resp.revision,
         })
-    }
-
-    /// Restarts Raft on the same data with elections paused, so another voter takes over.
-    async fn step_down(self: &Arc<Self>) -> Result<(), ApiError> {
-        let _r = self.reset_lock.lock().await;
-        let old = self.core();
-        info!("stepping down as leader");
-        old.raft.shutdown().await.map_err(internal)?;
-        let new = build_core(&self.data, old.node_id, &self.transport, &self.raft_config).await?;
-        new.raft.runtime_config().elect(false);
-        *self.core.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
-        let pause = self.cfg.election_timeout_max * 4;
-        tokio::spawn(async move {
-            tokio::time::sleep(pause).await;
-            new.raft.runtime_config().elect(true);
-        });
-        Ok(())
     }
 
     // ----- the addressed node's side -----
@@ -920,12 +910,21 @@ impl Inner {
         if hello.joining || hello.cluster_id == 0 {
             return Err(unavailable(format!("{addr} is busy joining a cluster")));
         }
-        let n_members = core
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .members
-            .len();
+        let (n_members, has_target) = {
+            let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+            (st.members.len(), st.members.contains_key(&hello.node_id))
+        };
+        if has_target {
+            // The target joined this node's cluster while our hello was in flight.
+            return Err(ApiError::new(
+                ErrorCode::AlreadyInCluster,
+                format!(
+                    "{} is already in cluster {}",
+                    hello.name,
+                    fmt_id(my_cluster)
+                ),
+            ));
+        }
         if n_members > 1 {
             return Err(ApiError::new(
                 ErrorCode::InOtherCluster,
@@ -1158,7 +1157,11 @@ impl Inner {
         let core = self.core();
         if !local && !self.is_leader(&core) {
             if let Some((_, addr)) = self.leader(&core) {
-                if let Ok(s) = self.status_at(&addr).await {
+                if let Ok(mut s) = self.status_at(&addr).await {
+                    // The leader's view, reported as this node's answer.
+                    s.node_id = core.node_id;
+                    s.node_name = self.cfg.name.clone();
+                    s.node_addr = self.addr.clone();
                     return Ok(s);
                 }
             }
