@@ -99,6 +99,40 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    /// Appends `entries` and returns once they are durable: the write path of openraft's
+    /// `append`, for tools and tests that have no openraft callback.
+    pub async fn append_flushed(
+        &self,
+        entries: impl IntoIterator<Item = Entry<TypeConfig>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        self.write_entries(entries)
+            .await?
+            .map_err(|e| StorageIOError::write_logs(io_err(e)).into())
+    }
+
+    /// Writes a batch (readable on return) and flushes it; the outer error is a write failure,
+    /// the inner one a flush failure (what the openraft callback reports).
+    async fn write_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry<TypeConfig>>,
+    ) -> Result<Result<(), std::io::Error>, StorageError<NodeId>> {
+        let _w = self.inner.write.lock().await;
+        let mut batch = sled::Batch::default();
+        for e in entries {
+            let v = encode(&e).map_err(|err| StorageIOError::write_log_entry(e.log_id, err))?;
+            batch.insert(&idx_key(e.log_id.index), v);
+        }
+        self.inner
+            .log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
+        // Readable now; durable after this flush, and only then acknowledged.
+        let r = self.inner.db.flush_async().await;
+        Ok(r.map(|_| ()).map_err(std::io::Error::other))
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -182,19 +216,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let _w = self.inner.write.lock().await;
-        let mut batch = sled::Batch::default();
-        for e in entries {
-            let v = encode(&e).map_err(|err| StorageIOError::write_log_entry(e.log_id, err))?;
-            batch.insert(&idx_key(e.log_id.index), v);
-        }
-        self.inner
-            .log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
-        // Readable now; durable after this flush, and only then acknowledged.
-        let r = self.inner.db.flush_async().await;
-        callback.log_io_completed(r.map(|_| ()).map_err(std::io::Error::other));
+        let r = self.write_entries(entries).await?;
+        callback.log_io_completed(r);
         Ok(())
     }
 
