@@ -22,6 +22,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, (tempfile::TempDir, D
 }
 
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError<NodeId>> {
-    Suite::test_all(Builder)
+fn openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(Builder) {
+        panic!("openraft storage suite failed: {e}");
+    }
 }
