@@ -8,6 +8,7 @@ pub mod check;
 pub mod command;
 pub mod error;
 pub mod event;
+pub mod fuzzing;
 pub mod id;
 pub mod limits;
 pub mod member;
