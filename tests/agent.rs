@@ -161,3 +161,88 @@ fn t35_singleton_refuses_join_both_ways() {
     assert_eq!(running(&s1.status()), ["s1"]);
     assert_eq!(running(&n2.status()), ["n2"]);
 }
+
+#[test]
+fn t36_http_port_serves_health_status_and_metrics() {
+    let mut c = Cluster::new();
+    let d = c.path("n1");
+    let a = Agent::start("n1", &d, &["--http", "127.0.0.1:0"]);
+    let line = a.next_line().expect("http line");
+    let http = line
+        .strip_prefix("http on ")
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .to_string();
+    let get = |path: &str| -> String {
+        let mut s = std::net::TcpStream::connect(&http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(get("/health").starts_with("HTTP/1.1 200"));
+    assert!(get("/ready").starts_with("HTTP/1.1 200"));
+    let status = get("/status");
+    let body = status.split("\r\n\r\n").nth(1).unwrap();
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(running(&v), ["n1"]);
+    assert!(get("/metrics").contains("ekka_members_up 1"));
+    assert!(get("/").contains("<pre>"));
+    c.agents.push(a);
+}
+
+#[test]
+fn t37_up_forms_a_cluster_and_stops_it_on_ctrl_c() {
+    use std::io::BufRead;
+    let d = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["up", "--nodes", "3", "--cookie", COOKIE, "--dir"])
+        .arg(d.path())
+        .env("EKKA_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        let done = l.starts_with("cluster of 3 formed in ");
+        seen.push(l);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.starts_with("n3 joined cluster ")),
+        "{seen:?}"
+    );
+    // The table follows: three members, all up voters.
+    let table: Vec<String> = lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .skip_while(|l| !l.starts_with("NAME"))
+        .take(4)
+        .collect();
+    assert_eq!(table.len(), 4, "{table:?}");
+    assert!(
+        table[1..]
+            .iter()
+            .all(|l| l.contains("voter") && l.ends_with("up")),
+        "{table:?}"
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    for n in ["n1", "n2", "n3"] {
+        assert!(rest.contains(&format!("stopped {n}")), "{rest:?}");
+    }
+}

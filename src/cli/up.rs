@@ -24,21 +24,46 @@ fn fail(m: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::Unavailable, m)
 }
 
+/// Starts agent `name`, on its previous address when `dir` has one (a whole cluster restarted
+/// on new ports could not find itself again: members know each other by committed address),
+/// else on a free port.
 async fn start_agent(dir: &Path, name: &str, cookie: &str) -> Result<Agent, ApiError> {
+    let addr_file = dir.join(format!("{name}.addr"));
+    let previous = std::fs::read_to_string(&addr_file)
+        .ok()
+        .map(|s| s.trim().to_string());
+    let agent = match previous {
+        Some(p) if !p.is_empty() => match spawn_agent(dir, name, cookie, &p).await {
+            Ok(a) => a,
+            Err(_) => spawn_agent(dir, name, cookie, "127.0.0.1:0").await?,
+        },
+        _ => spawn_agent(dir, name, cookie, "127.0.0.1:0").await?,
+    };
+    std::fs::write(&addr_file, &agent.addr).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidConfig,
+            format!("{}: {e}", addr_file.display()),
+        )
+    })?;
+    Ok(agent)
+}
+
+async fn spawn_agent(
+    dir: &Path,
+    name: &str,
+    cookie: &str,
+    listen: &str,
+) -> Result<Agent, ApiError> {
     let exe = std::env::current_exe().map_err(|e| fail(format!("cannot find ekka: {e}")))?;
     let data = dir.join(name);
-    let log = std::fs::File::create(dir.join(format!("{name}.log")))
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
         .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, format!("{}: {e}", dir.display())))?;
     let mut child = Command::new(exe)
         .arg("agent")
-        .args([
-            "--name",
-            name,
-            "--listen",
-            "127.0.0.1:0",
-            "--cookie",
-            cookie,
-        ])
+        .args(["--name", name, "--listen", listen, "--cookie", cookie])
         .arg("--data-dir")
         .arg(&data)
         .stdin(Stdio::null())

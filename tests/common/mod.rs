@@ -20,6 +20,7 @@ pub struct Agent {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
+    lines: Option<std::sync::Mutex<std::sync::mpsc::Receiver<String>>>,
 }
 
 /// Output of one CLI run.
@@ -126,6 +127,7 @@ impl Agent {
             data_dir: data_dir.to_path_buf(),
             log,
             child: None,
+            lines: None,
         };
         a.restart(extra);
         a
@@ -162,11 +164,10 @@ impl Agent {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(l)) = lines.next() {
+            for l in BufReader::new(stdout).lines() {
+                let Ok(l) = l else { break };
                 let _ = tx.send(l);
             }
-            for _ in lines {}
         });
         let line = rx
             .recv_timeout(Duration::from_secs(30))
@@ -182,6 +183,13 @@ impl Agent {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
         self.child = Some(child);
+        self.lines = Some(std::sync::Mutex::new(rx));
+    }
+
+    /// The next line the agent prints on stdout after `listening on`.
+    pub fn next_line(&self) -> Option<String> {
+        let rx = self.lines.as_ref()?.lock().ok()?;
+        rx.recv_timeout(Duration::from_secs(30)).ok()
     }
 
     /// SIGKILL, and wait for the process to go.
