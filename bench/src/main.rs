@@ -2,7 +2,7 @@
 //! `etcd-server`) side by side where there is a peer figure, printing each figure and the ratio.
 //! Not a test: nothing here asserts a timing.
 //!
-//! Run: `cargo build --release && cargo run --release -p ekka-bench -- [--trials N]`
+//! Run: `cargo build --release && cargo run --release -p ekka-bench -- [--trials N] [--only up|join|failover|detect|etcd|rss]`
 
 mod etcd;
 mod proc;
@@ -215,15 +215,32 @@ async fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(20usize);
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let want = |name: &str| only.as_deref().is_none_or(|o| o == name);
     println!("ekka binary: {}", proc::ekka_bin().display());
     println!(
         "machine: {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    bench_up(trials).await?;
-    bench_join(trials).await?;
-    bench_failover(trials).await?;
-    bench_detect(trials).await?;
+    if want("up") {
+        bench_up(trials).await?;
+    }
+    if want("join") {
+        bench_join(trials).await?;
+    }
+    if want("failover") {
+        bench_failover(trials).await?;
+    }
+    if want("detect") {
+        bench_detect(trials).await?;
+    }
+    if !(want("etcd") || want("rss")) {
+        return Ok(());
+    }
     let etcd = match etcd::Etcd::start_cluster(3).await {
         Ok(e) => Some(e),
         Err(err) => {
@@ -231,7 +248,7 @@ async fn main() -> Result<()> {
             None
         }
     };
-    if let Some(e) = &etcd {
+    if let (Some(e), true) = (&etcd, want("etcd")) {
         println!("etcd: {}", e.version());
         let f = e.failover_trials(trials.min(10)).await?;
         line("etcd leader SIGKILL -> put succeeds (ms)", &f, "ms");

@@ -10,6 +10,7 @@ use crate::cli::config;
 
 pub async fn run(args: AgentArgs) -> Result<(), ApiError> {
     let cfg = config::load(args)?;
+    let signals = Signals::new();
     if cfg.default_cookie {
         warn!("no cookie configured: using the default cookie; set --cookie or EKKA_COOKIE");
     }
@@ -25,22 +26,38 @@ pub async fn run(args: AgentArgs) -> Result<(), ApiError> {
         let _ = writeln!(out, "http on {bound}");
         let _ = out.flush();
     }
-    wait_for_signal().await;
+    signals.wait().await;
     node.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+/// SIGINT and SIGTERM, registered before the node starts so no early signal is lost.
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    async fn wait(mut self) {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
             }
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            _ = recv(&mut self.int) => {}
+            _ = recv(&mut self.term) => {}
         }
     }
 }

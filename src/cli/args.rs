@@ -63,7 +63,7 @@ pub struct AgentArgs {
     /// Raft heartbeat interval [default: 50ms].
     #[arg(long, env = "EKKA_HEARTBEAT_INTERVAL", value_name = "DUR")]
     pub heartbeat_interval: Option<String>,
-    /// Raft election timeout, lower bound [default: 250ms]; the upper bound is twice this.
+    /// Raft election timeout, lower bound [default: 120ms]; the upper bound is twice this.
     #[arg(long, env = "EKKA_ELECTION_TIMEOUT", value_name = "DUR")]
     pub election_timeout: Option<String>,
     /// The leader marks a member down after this long without an answer [default: 500ms].

@@ -101,6 +101,9 @@ async fn spawn_agent(
 }
 
 pub async fn run(args: UpArgs) -> Result<(), ApiError> {
+    // Registered first, so a Ctrl-C at any point stops the agents instead of orphaning them.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| fail(format!("cannot handle SIGINT: {e}")))?;
     if args.nodes == 0 || args.nodes as usize > ekka::types::limits::MAX_MEMBERS {
         return Err(ApiError::new(
             ErrorCode::InvalidConfig,
@@ -160,18 +163,18 @@ pub async fn run(args: UpArgs) -> Result<(), ApiError> {
     );
     print!("{}", output::status_table(&status));
     println!("\nlive status (Ctrl-C stops the cluster):");
-    live(&agents, &cookie).await;
+    live(&agents, &cookie, &mut interrupt).await;
     stop(agents).await;
     Ok(())
 }
 
 /// Prints the status table whenever it changes, until Ctrl-C.
-async fn live(agents: &[Agent], cookie: &str) {
+async fn live(agents: &[Agent], cookie: &str, interrupt: &mut tokio::signal::unix::Signal) {
     let mut last = String::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
+            _ = interrupt.recv() => return,
             _ = tick.tick() => {}
         }
         let mut shown = None;

@@ -46,8 +46,8 @@ impl NodeConfig {
             singleton: false,
             max_voters: ekka_types::limits::DEFAULT_MAX_VOTERS as u32,
             heartbeat_interval: Duration::from_millis(50),
-            election_timeout_min: Duration::from_millis(250),
-            election_timeout_max: Duration::from_millis(500),
+            election_timeout_min: Duration::from_millis(120),
+            election_timeout_max: Duration::from_millis(240),
             down_after: Duration::from_millis(500),
             op_timeout: Duration::from_secs(15),
         }

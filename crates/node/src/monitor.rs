@@ -68,8 +68,11 @@ async fn round(
         let last = inner.transport.last_ok(m.id);
         let heard_recently = last.is_some_and(|t| t > leader_since && now - t < fresh);
         let silent_for = now - last.map_or(leader_since, |t| t.max(leader_since));
+        // A member that just came up gets `down_after` to be heard from: no flapping.
+        let up_for_ms = crate::node::now_ms().saturating_sub(m.since_ms);
+        let settled = up_for_ms > down_after.as_millis() as u64;
         match m.status {
-            Status::Up if silent_for > down_after => {
+            Status::Up if silent_for > down_after && settled => {
                 info!(name = %m.name, id = %fmt_id(m.id), "member stopped answering: marking it down");
                 cmds.push(Command::MarkDown { id: m.id });
             }

@@ -727,6 +727,8 @@ impl Inner {
                         format!("{} is not a member", fmt_id(r2.node_id)),
                     ));
                 }
+                // An announce is an answer: the monitor must not mark it down meanwhile.
+                me.transport.record_ok(r2.node_id);
                 let resp = me
                     .propose_on(
                         &core,
