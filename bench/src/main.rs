@@ -80,16 +80,25 @@ async fn form(dir: &std::path::Path, n: usize) -> Result<(Vec<Agent>, Duration)>
     Ok((agents, t0.elapsed()))
 }
 
-async fn bench_up(trials: usize) -> Result<()> {
+/// Returns the 3-node p50.
+async fn bench_up(trials: usize) -> Result<f64> {
+    let mut p50 = f64::NAN;
     for n in [3usize, 5] {
         let mut v = Vec::new();
         for _ in 0..trials.min(10) {
             let d = tempfile::tempdir()?;
             v.push(ms(proc::time_up(d.path(), n).await?));
         }
-        line(&format!("ekka up --nodes {n}: formed (ms)"), &v, "ms");
+        line(
+            &format!("ekka up --nodes {n}: spawned -> formed (ms)"),
+            &v,
+            "ms",
+        );
+        if n == 3 {
+            p50 = pct(&v, 0.5);
+        }
     }
-    Ok(())
+    Ok(p50)
 }
 
 async fn bench_join(trials: usize) -> Result<()> {
@@ -110,8 +119,8 @@ async fn bench_join(trials: usize) -> Result<()> {
 }
 
 /// Kills the leader of a 3-node cluster; measures until a survivor reports a new leader, and
-/// until the old leader is shown down.
-async fn bench_failover(trials: usize) -> Result<()> {
+/// until the old leader is shown down. Returns the first figure's p50.
+async fn bench_failover(trials: usize) -> Result<f64> {
     let mut elect = Vec::new();
     let mut down = Vec::new();
     for _ in 0..trials {
@@ -146,7 +155,7 @@ async fn bench_failover(trials: usize) -> Result<()> {
     }
     line("leader SIGKILL -> new leader in status (ms)", &elect, "ms");
     line("leader SIGKILL -> old leader shown down (ms)", &down, "ms");
-    Ok(())
+    Ok(pct(&elect, 0.5))
 }
 
 async fn bench_detect(trials: usize) -> Result<()> {
@@ -226,14 +235,16 @@ async fn main() -> Result<()> {
         "machine: {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    let mut up3_p50 = None;
     if want("up") {
-        bench_up(trials).await?;
+        up3_p50 = Some(bench_up(trials).await?);
     }
     if want("join") {
         bench_join(trials).await?;
     }
+    let mut failover_p50 = None;
     if want("failover") {
-        bench_failover(trials).await?;
+        failover_p50 = Some(bench_failover(trials).await?);
     }
     if want("detect") {
         bench_detect(trials).await?;
@@ -250,8 +261,31 @@ async fn main() -> Result<()> {
     };
     if let (Some(e), true) = (&etcd, want("etcd")) {
         println!("etcd: {}", e.version());
+        let mut formed = Vec::new();
+        for _ in 0..trials.min(10) {
+            let t0 = Instant::now();
+            drop(etcd::Etcd::start_cluster(3).await?);
+            formed.push(ms(t0.elapsed()));
+        }
+        line(
+            "etcd 3 members: spawned -> every member takes a put (ms)",
+            &formed,
+            "ms",
+        );
         let f = e.failover_trials(trials.min(10)).await?;
         line("etcd leader SIGKILL -> put succeeds (ms)", &f, "ms");
+        if let Some(ours) = &failover_p50 {
+            println!(
+                "ratio ekka/etcd failover p50 (new leader vs put after failover): {:.2}",
+                ours / pct(&f, 0.5)
+            );
+        }
+        if let Some(ours) = &up3_p50 {
+            println!(
+                "ratio ekka/etcd 3-node formation p50: {:.2}",
+                ours / pct(&formed, 0.5)
+            );
+        }
     }
     bench_rss(&etcd).await?;
     Ok(())

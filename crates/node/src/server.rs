@@ -14,6 +14,7 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{SnapshotMeta, Vote};
 use serde::Serialize;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -44,7 +45,12 @@ pub(crate) fn spawn(inner: Arc<Inner>, listener: tokio::net::TcpListener) {
             cluster, check,
         ));
     tokio::spawn(async move {
-        let incoming = TcpListenerStream::new(listener);
+        // No Nagle: small RPC answers must not wait for a delayed ACK (about 40 ms).
+        let incoming = TcpListenerStream::new(listener).map(|s| {
+            s.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        });
         let stop = async move {
             let _ = shutdown.wait_for(|s| *s).await;
         };
