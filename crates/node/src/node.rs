@@ -114,11 +114,12 @@ fn random_id() -> u64 {
     rand::thread_rng().gen_range(1..=u64::MAX)
 }
 
-fn cfg_err(m: impl std::fmt::Display) -> ApiError {
+pub(crate) fn cfg_err(m: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::InvalidConfig, m.to_string())
 }
 
-async fn build_core(
+/// Opens the stores of `data` and starts a Raft instance on them.
+pub(crate) async fn build_core(
     data: &DataDir,
     node_id: NodeId,
     transport: &Transport,

@@ -11,8 +11,8 @@ use ekka_types::{ApiError, Command, ErrorCode, Member, Request};
 use openraft::{BasicNode, ServerState};
 
 use crate::error::{internal, unavailable};
-use crate::network::{Network, Transport};
-use crate::node::now_ms;
+use crate::network::Transport;
+use crate::node::{build_core, cfg_err, now_ms};
 use crate::NodeConfig;
 
 /// What `recover` kept and what it threw away.
@@ -21,28 +21,6 @@ pub struct RecoverReport {
     pub cluster_id: u64,
     pub kept: Member,
     pub discarded: Vec<Member>,
-}
-
-fn cfg_err(m: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorCode::InvalidConfig, m.to_string())
-}
-
-async fn start_raft(
-    data: &DataDir,
-    id: u64,
-    transport: &Transport,
-    config: &Arc<openraft::Config>,
-) -> Result<(ekka_store::Raft, ekka_store::SharedState), ApiError> {
-    let (log, sm) = data.open_stores().map_err(internal)?;
-    let state = sm.state();
-    let net = Network {
-        transport: transport.clone(),
-        state: state.clone(),
-    };
-    let raft = ekka_store::Raft::new(id, config.clone(), net, log, sm)
-        .await
-        .map_err(internal)?;
-    Ok((raft, state))
 }
 
 /// Rewrites the data dir at `dir` as a one-node cluster. Fails (changing nothing) while an agent
@@ -57,10 +35,10 @@ pub async fn recover(dir: &Path) -> Result<RecoverReport, ApiError> {
         Transport::new(&cfg.cookie, Arc::new(AtomicU64::new(cluster_id))).map_err(internal)?;
 
     // Replay the committed log into the state machine, without talking to anyone.
-    let (raft, state) = start_raft(&data, node_id, &transport, &config).await?;
-    raft.runtime_config().elect(false);
-    let st = state.read().unwrap_or_else(|e| e.into_inner()).clone();
-    raft.shutdown().await.map_err(internal)?;
+    let core = build_core(&data, node_id, &transport, &config).await?;
+    core.raft.runtime_config().elect(false);
+    let st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+    core.raft.shutdown().await.map_err(internal)?;
     let Some(me) = st.members.get(&node_id).cloned() else {
         return Err(ApiError::new(
             ErrorCode::NodeNotInCluster,
@@ -77,7 +55,10 @@ pub async fn recover(dir: &Path) -> Result<RecoverReport, ApiError> {
     data.reset().map_err(internal)?;
     data.set_node_id(node_id).map_err(internal)?;
     data.set_cluster_id(st.cluster_id).map_err(internal)?;
-    let (raft, _) = start_raft(&data, node_id, &transport, &config).await?;
+    let raft = build_core(&data, node_id, &transport, &config)
+        .await?
+        .raft
+        .clone();
     let mut nodes = BTreeMap::new();
     nodes.insert(
         node_id,
