@@ -25,6 +25,7 @@ struct FileConfig {
     heartbeat_interval: Option<String>,
     election_timeout: Option<String>,
     down_after: Option<String>,
+    snapshot_every: Option<u64>,
 }
 
 /// The merged agent configuration.
@@ -118,6 +119,9 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
     }
     if let Some(v) = args.down_after.or(file.down_after) {
         node.down_after = duration("down_after", &v)?;
+    }
+    if let Some(n) = args.snapshot_every.or(file.snapshot_every) {
+        node.snapshot_every = n;
     }
     let http = args.http.or(file.http);
     if let Some(h) = &http {

@@ -32,6 +32,8 @@ pub struct NodeConfig {
     pub down_after: Duration,
     /// How long a join, leave or force-leave may take before it fails with `unavailable`.
     pub op_timeout: Duration,
+    /// Build a snapshot every this many log entries, and keep this many entries after it.
+    pub snapshot_every: u64,
 }
 
 impl NodeConfig {
@@ -50,6 +52,7 @@ impl NodeConfig {
             election_timeout_max: Duration::from_millis(240),
             down_after: Duration::from_millis(500),
             op_timeout: Duration::from_secs(15),
+            snapshot_every: 5000,
         }
     }
 
@@ -77,6 +80,9 @@ impl NodeConfig {
         if mv == 0 || mv.is_multiple_of(2) || mv > MAX_VOTERS_LIMIT {
             return bad(format!("max_voters: must be odd, 1..={MAX_VOTERS_LIMIT}"));
         }
+        if self.snapshot_every == 0 {
+            return bad("snapshot_every: must be at least 1".into());
+        }
         if self.heartbeat_interval.is_zero()
             || self.election_timeout_min <= self.heartbeat_interval
             || self.election_timeout_max <= self.election_timeout_min
@@ -95,6 +101,8 @@ impl NodeConfig {
             install_snapshot_timeout: 5_000,
             snapshot_max_chunk_size: ekka_types::limits::SNAPSHOT_CHUNK_BYTES,
             max_payload_entries: 256,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.snapshot_every,
             ..Default::default()
         };
         c.validate()

@@ -13,16 +13,18 @@ use ekka_proto::pb::peer_client::PeerClient;
 use ekka_proto::pb::{RaftPayload, SnapshotChunk};
 use ekka_proto::{CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, PAYLOAD_VERSION};
 use ekka_store::{NodeId, SharedState, TypeConfig};
-use ekka_types::limits::MAX_RPC_MESSAGE_BYTES;
+use ekka_types::limits::{MAX_RPC_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::storage::Snapshot;
+use openraft::{BasicNode, OptionalSend, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::metadata::AsciiMetadataValue;
@@ -250,22 +252,86 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         self.unary(&option, c.append_entries(p)).await
     }
 
+    /// Not used: [`PeerConn::full_snapshot`] streams whole snapshots instead of openraft's
+    /// chunk-per-RPC default, which is the only caller of this method.
     async fn install_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
+        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
-        let mut c = self.client()?;
-        let meta = serde_json::to_vec(&(&rpc.vote, &rpc.meta))
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let chunk = SnapshotChunk {
-            version: PAYLOAD_VERSION,
-            meta,
-            offset: rpc.offset,
-            data: rpc.data,
-            done: rpc.done,
+        Err(RPCError::Network(NetworkError::new(&Msg(
+            "snapshots are sent whole by full_snapshot".into(),
+        ))))
+    }
+
+    /// Streams the snapshot over one client-streaming RPC in `SNAPSHOT_CHUNK_BYTES` pieces.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let net = |e: &dyn std::fmt::Display| {
+            StreamingError::Network(NetworkError::new(&Msg(e.to_string())))
         };
-        self.unary(&option, c.install_snapshot(chunk)).await
+        let mut c = self
+            .transport
+            .peer(&self.addr(), false)
+            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&Msg(e))))?;
+        let meta = serde_json::to_vec(&(&vote, &snapshot.meta)).map_err(|e| net(&e))?;
+        let data = snapshot.snapshot.into_inner();
+        let total = data.len() as u64;
+        let step = SNAPSHOT_CHUNK_BYTES as usize;
+        let mut chunks = Vec::with_capacity(data.len() / step + 1);
+        let mut offset = 0usize;
+        loop {
+            let end = (offset + step).min(data.len());
+            chunks.push(SnapshotChunk {
+                version: PAYLOAD_VERSION,
+                meta: if offset == 0 {
+                    meta.clone()
+                } else {
+                    Vec::new()
+                },
+                offset: offset as u64,
+                data: data[offset..end].to_vec(),
+                done: end == data.len(),
+            });
+            if end == data.len() {
+                break;
+            }
+            offset = end;
+        }
+        // A second per MiB on top of the usual deadline.
+        let limit =
+            option.hard_ttl().max(Duration::from_secs(10)) + Duration::from_secs(total >> 20);
+        let call = tokio::time::timeout(limit, c.install_snapshot(tokio_stream::iter(chunks)));
+        let resp = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            r = call => r,
+        };
+        let payload = match resp {
+            Err(_) => {
+                return Err(net(&format!(
+                    "snapshot of {total} bytes not installed within {limit:?}"
+                )))
+            }
+            Ok(Err(st)) => {
+                return Err(match self.status_err::<Fatal<NodeId>>(st) {
+                    RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                    other => net(&other),
+                })
+            }
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        if payload.version != PAYLOAD_VERSION {
+            return Err(net(&format!("payload version {}", payload.version)));
+        }
+        let res: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
+            serde_json::from_slice(&payload.data).map_err(|e| net(&e))?;
+        self.transport.record_ok(self.target);
+        res.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
     }
 
     async fn vote(

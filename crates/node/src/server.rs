@@ -8,9 +8,10 @@ use ekka_proto::pb::peer_server::{Peer, PeerServer};
 use ekka_proto::pb::{self, RaftPayload, SnapshotChunk};
 use ekka_proto::{CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, PAYLOAD_VERSION};
 use ekka_store::{NodeId, TypeConfig};
-use ekka_types::limits::MAX_RPC_MESSAGE_BYTES;
+use ekka_types::limits::{MAX_RPC_MESSAGE_BYTES, MAX_SNAPSHOT_BYTES};
 use ekka_types::{fmt_id, parse_id, ApiError, ErrorCode};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::storage::Snapshot;
 use openraft::{SnapshotMeta, Vote};
 use serde::Serialize;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -163,20 +164,48 @@ impl Peer for PeerSvc {
 
     async fn install_snapshot(
         &self,
-        req: Request<SnapshotChunk>,
+        req: Request<tonic::Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftPayload>, Status> {
         self.check_cluster(&req)?;
-        let c = req.into_inner();
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let (vote, meta): (Vote<NodeId>, SnapshotMeta<NodeId, openraft::BasicNode>) =
-            decode(c.version, &c.meta)?;
-        let rpc = InstallSnapshotRequest::<TypeConfig> {
-            vote,
+            decode(first.version, &first.meta)?;
+        let mut data = first.data;
+        let mut done = first.done;
+        while !done {
+            let c = stream
+                .message()
+                .await?
+                .ok_or_else(|| Status::invalid_argument("snapshot stream ended early"))?;
+            if c.offset != data.len() as u64 {
+                return Err(Status::invalid_argument(format!(
+                    "snapshot chunk at offset {}, expected {}",
+                    c.offset,
+                    data.len()
+                )));
+            }
+            if data.len() + c.data.len() > MAX_SNAPSHOT_BYTES {
+                return Err(Status::invalid_argument(format!(
+                    "snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"
+                )));
+            }
+            data.extend_from_slice(&c.data);
+            done = c.done;
+        }
+        let snapshot = Snapshot {
             meta,
-            offset: c.offset,
-            data: c.data,
-            done: c.done,
+            snapshot: Box::new(std::io::Cursor::new(data)),
         };
-        let res = self.inner.core().raft.install_snapshot(rpc).await;
+        let res = self
+            .inner
+            .core()
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await;
         encode(&res)
     }
 

@@ -22,7 +22,11 @@ pub const MAX_EVENTS_RETAINED: usize = 4096;
 /// Largest gRPC message either side of any RPC will encode or decode.
 pub const MAX_RPC_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Snapshot bytes carried by one install-snapshot RPC; well below [`MAX_RPC_MESSAGE_BYTES`].
+/// Largest snapshot a node accepts from the network.
+pub const MAX_SNAPSHOT_BYTES: usize = 512 * 1024 * 1024;
+
+/// Snapshot bytes carried by one message of the snapshot stream; well below
+/// [`MAX_RPC_MESSAGE_BYTES`].
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 
 /// Largest serialized log entry accepted from the disk or the network.
