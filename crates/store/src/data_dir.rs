@@ -1,125 +1,324 @@
 //! `DataDir`: an exclusively locked ekka data dir holding the node's identity and its sled db.
 //!
-//! Layout: `EKKA_DATA` (marker with the format version), `LOCK` (flock held while open), `db/`
-//! (sled). sled trees: `meta` (format, node id, cluster id), `raft` (vote, committed, last purged),
-//! `log` (entries by big-endian index), `sm` (the last snapshot).
+//! Layout: `EKKA_DATA` (marker), `LOCK` (flock held while open), `db/` (sled). sled trees, all
+//! integer keys and values big-endian:
+//!
+//! | tree   | keys                                             |
+//! |--------|--------------------------------------------------|
+//! | `meta` | `format`, `node_id`, `cluster_id`, `resetting`   |
+//! | `raft` | `vote`, `committed`, `last_purged`               |
+//! | `log`  | entry index (u64 BE) → serde_json `Entry`        |
+//! | `sm`   | `snapshot_meta`, `snapshot_data` (the last one)  |
+//!
+//! Crash safety: the first open writes the marker as "initializing", creates the db with its
+//! format and node id (flushed), and only then turns the marker into its final text (atomic
+//! rename), so an interrupted first open is finished by the next one instead of being refused. A
+//! reset records its intent (with the new node id) before wiping anything and is finished by the
+//! next open if it was interrupted.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use fs2::FileExt;
 use rand::Rng;
+use tracing::{info, warn};
 
 use crate::error::StoreError;
 use crate::log_store::LogStore;
 use crate::state_machine::StateMachineStore;
 
 pub(crate) const MARKER: &str = "EKKA_DATA";
-const MARKER_TEXT: &str = "ekka-rs data dir, format 1\n";
+const MARKER_TMP: &str = "EKKA_DATA.tmp";
+const LOCK: &str = "LOCK";
+/// The marker of a usable data dir.
+const MARKER_READY: &str = "ekka-rs data dir, format 1\n";
+/// The marker while the first open creates the db.
+const MARKER_INIT: &str = "ekka-rs data dir, initializing\n";
 const FORMAT: &[u8] = b"1";
+/// sled's page cache budget. The state is small; sled's default (1 GiB) is far too much.
+const CACHE_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
 
-/// sled keys in the `meta` tree.
+pub(crate) const TREE_META: &str = "meta";
+pub(crate) const TREE_RAFT: &str = "raft";
+pub(crate) const TREE_LOG: &str = "log";
+pub(crate) const TREE_SM: &str = "sm";
+
+/// Keys in the `meta` tree.
 const K_FORMAT: &[u8] = b"format";
 const K_NODE_ID: &[u8] = b"node_id";
 const K_CLUSTER_ID: &[u8] = b"cluster_id";
+/// Present (holding the new node id) while a reset is under way.
+const K_RESETTING: &[u8] = b"resetting";
+
+/// What the marker file says.
+enum Marker {
+    Missing,
+    /// A first open was interrupted (the text may be cut short).
+    Initializing,
+    Ready,
+}
 
 /// An open, locked data dir. Dropping it releases the lock.
 pub struct DataDir {
     path: PathBuf,
+    /// Holds the flock; released when the file is closed.
     _lock: File,
-    pub(crate) db: sled::Db,
+    db: sled::Db,
     meta: sled::Tree,
+    /// Copies of the persisted ids, validated at open and updated after each flushed write.
+    node_id: AtomicU64,
+    cluster_id: AtomicU64,
+}
+
+impl std::fmt::Debug for DataDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataDir")
+            .field("path", &self.path)
+            .field("node_id", &self.node_id())
+            .field("cluster_id", &self.cluster_id())
+            .finish()
+    }
 }
 
 impl DataDir {
     /// Opens (creating if missing) and locks the data dir at `path`.
     ///
-    /// A non-empty directory without the marker is refused as foreign; a directory whose
-    /// database cannot be read is refused as corrupt; neither is ever modified.
+    /// A non-empty directory without the marker is refused as foreign, a directory whose database
+    /// cannot be read is refused as corrupt, and one locked by another agent is refused as locked;
+    /// none of them is modified.
     pub fn open(path: &Path) -> Result<DataDir, StoreError> {
         let io = |source| StoreError::Io {
             path: path.to_path_buf(),
             source,
         };
+        let corrupt = |message: String| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            message,
+        };
         std::fs::create_dir_all(path).map_err(io)?;
-        let marker = path.join(MARKER);
-        if !marker.exists() {
-            let mut entries = std::fs::read_dir(path).map_err(io)?;
-            if entries.next().is_some() {
-                return Err(StoreError::Foreign {
-                    path: path.to_path_buf(),
-                    marker: MARKER,
-                });
-            }
+        // Checked before LOCK is created, so a foreign dir gets no file of ours.
+        if !path.join(MARKER).exists() && !only_our_lock_file(path).map_err(io)? {
+            return Err(StoreError::Foreign {
+                path: path.to_path_buf(),
+                marker: MARKER,
+            });
         }
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(path.join("LOCK"))
+            .open(path.join(LOCK))
             .map_err(io)?;
-        if lock.try_lock_exclusive().is_err() {
-            return Err(StoreError::Locked {
-                path: path.to_path_buf(),
-            });
-        }
-        let fresh = !marker.exists();
-        if fresh {
-            // Flushed: the marker must exist before the db so a crash leaves a recognisable dir.
-            std::fs::write(&marker, MARKER_TEXT).map_err(io)?;
-            File::open(&marker).and_then(|f| f.sync_all()).map_err(io)?;
-        } else {
-            let text = std::fs::read_to_string(&marker).map_err(io)?;
-            if text != MARKER_TEXT {
-                return Err(StoreError::Corrupt {
+        if let Err(e) = lock.try_lock_exclusive() {
+            if e.raw_os_error() == fs2::lock_contended_error().raw_os_error() {
+                return Err(StoreError::Locked {
                     path: path.to_path_buf(),
-                    message: format!("unknown marker {:?}", text.trim()),
                 });
             }
+            return Err(io(e));
         }
-        let corrupt = |message: String| StoreError::Corrupt {
-            path: path.to_path_buf(),
-            message,
-        };
-        let db_path = path.join("db");
-        if !fresh && !db_path.exists() {
-            return Err(corrupt("the db directory is missing".into()));
+
+        let marker = read_marker(path).map_err(io)?.map_err(corrupt)?;
+        if matches!(marker, Marker::Missing) {
+            // Flushed (file and dir synced): from here on the dir is recognisably ours.
+            write_synced(&path.join(MARKER), MARKER_INIT).map_err(io)?;
+            sync_dir(path).map_err(io)?;
         }
         let db = sled::Config::new()
-            .path(&db_path)
-            .cache_capacity(16 * 1024 * 1024)
+            .path(path.join("db"))
+            .cache_capacity(CACHE_CAPACITY_BYTES)
             .open()
             .map_err(|e| corrupt(format!("sled: {e}")))?;
         let meta = db
-            .open_tree("meta")
+            .open_tree(TREE_META)
             .map_err(|e| corrupt(format!("sled: {e}")))?;
         let dir = DataDir {
             path: path.to_path_buf(),
             _lock: lock,
             db,
             meta,
+            node_id: AtomicU64::new(0),
+            cluster_id: AtomicU64::new(0),
         };
-        match dir.meta.get(K_FORMAT).map_err(|e| corrupt(e.to_string()))? {
-            Some(f) if f.as_ref() == FORMAT => {}
-            Some(f) => return Err(corrupt(format!("unknown format {:?}", f.as_ref()))),
-            None if fresh => {
-                dir.put_meta(K_FORMAT, FORMAT)?;
+        match marker {
+            Marker::Ready => {}
+            Marker::Missing | Marker::Initializing => {
+                dir.init_db()?;
+                // Atomic (rename) and flushed: the dir is complete.
+                write_synced(&path.join(MARKER_TMP), MARKER_READY).map_err(io)?;
+                std::fs::rename(path.join(MARKER_TMP), path.join(MARKER)).map_err(io)?;
+                sync_dir(path).map_err(io)?;
             }
-            None => return Err(corrupt("no format record".into())),
         }
-        match dir.read_u64(K_NODE_ID)? {
-            Some(id) if id != 0 => {}
-            Some(_) => return Err(corrupt("node id 0".into())),
-            None if fresh => {
-                dir.put_u64(K_NODE_ID, random_id())?;
+        dir.load_ids()?;
+        if let Some(id) = dir.read_u64(K_RESETTING)? {
+            if id == 0 {
+                return Err(dir.corrupt("the interrupted reset has node id 0"));
             }
-            None => return Err(corrupt("no node id".into())),
+            warn!(path = %path.display(), "finishing an interrupted reset");
+            dir.finish_reset(id)?;
         }
+        info!(
+            path = %path.display(),
+            node_id = %ekka_types::fmt_id(dir.node_id()),
+            "data dir open"
+        );
         Ok(dir)
     }
 
+    /// Gives a db created by an interrupted (or this) first open its format and node id. A db
+    /// that already has a format is left as it is; one that has data but no format is corrupt.
+    fn init_db(&self) -> Result<(), StoreError> {
+        if self
+            .meta
+            .get(K_FORMAT)
+            .map_err(|e| self.db_err(e))?
+            .is_some()
+        {
+            return Ok(());
+        }
+        for name in self.db.tree_names() {
+            let tree = self.db.open_tree(&name).map_err(|e| self.db_err(e))?;
+            if !tree.is_empty() {
+                return Err(self.corrupt(format!(
+                    "the db has data in tree {:?} but no format record",
+                    String::from_utf8_lossy(&name)
+                )));
+            }
+        }
+        let mut b = sled::Batch::default();
+        b.insert(K_FORMAT, FORMAT);
+        b.insert(K_NODE_ID, &random_id().to_be_bytes());
+        self.meta.apply_batch(b).map_err(|e| self.db_err(e))?;
+        // Flushed before returning: the identity exists before the marker says the dir is ready.
+        self.flush()
+    }
+
+    /// Reads and checks the format and the ids into the in-memory copies.
+    fn load_ids(&self) -> Result<(), StoreError> {
+        match self.meta.get(K_FORMAT).map_err(|e| self.db_err(e))? {
+            Some(f) if f.as_ref() == FORMAT => {}
+            Some(f) => {
+                return Err(
+                    self.corrupt(format!("unknown format {:?}", String::from_utf8_lossy(&f)))
+                )
+            }
+            None => return Err(self.corrupt("no format record")),
+        }
+        match self.read_u64(K_NODE_ID)? {
+            Some(id) if id != 0 => self.node_id.store(id, Ordering::SeqCst),
+            Some(_) => return Err(self.corrupt("node id 0")),
+            None => return Err(self.corrupt("no node id")),
+        }
+        let cluster_id = self.read_u64(K_CLUSTER_ID)?.unwrap_or(0);
+        self.cluster_id.store(cluster_id, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The dir's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// This node's id: random and non-zero, made at the first open and at every reset.
+    pub fn node_id(&self) -> u64 {
+        self.node_id.load(Ordering::SeqCst)
+    }
+
+    /// Sets the node id. The node uses it to keep its id across a reset when it moves to another
+    /// cluster; a wiped node that stays in its cluster must keep the new id `reset` made.
+    ///
+    /// # Panics
+    /// If `id` is 0, which no node uses.
+    pub fn set_node_id(&self, id: u64) -> Result<(), StoreError> {
+        assert!(id != 0, "node id 0 is reserved");
+        self.meta
+            .insert(K_NODE_ID, &id.to_be_bytes())
+            .map_err(|e| self.db_err(e))?;
+        // Flushed before returning: the identity must survive a crash.
+        self.flush()?;
+        self.node_id.store(id, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The cluster this node belongs to; 0 for none yet.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id.load(Ordering::SeqCst)
+    }
+
+    /// Records the cluster this node belongs to (0: none). A joining node adopts the cluster id
+    /// before its first log entry arrives.
+    pub fn set_cluster_id(&self, id: u64) -> Result<(), StoreError> {
+        self.meta
+            .insert(K_CLUSTER_ID, &id.to_be_bytes())
+            .map_err(|e| self.db_err(e))?;
+        // Flushed before returning: the node must not forget which cluster it joined.
+        self.flush()?;
+        self.cluster_id.store(id, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// New openraft store handles over this dir's db. Call again after a [`DataDir::reset`]; the
+    /// state machine starts from the persisted snapshot, if any.
+    pub fn open_stores(&self) -> Result<(LogStore, StateMachineStore), StoreError> {
+        let log = LogStore::open(&self.db).map_err(|e| self.db_err(e))?;
+        let sm = StateMachineStore::open(&self.db).map_err(|e| self.corrupt(e))?;
+        Ok((log, sm))
+    }
+
+    /// Wipes the vote, the committed pointer, the log, the purge marker, the snapshot and the
+    /// cluster id, and gives the node a new id, which it returns (a wiped node never reuses its
+    /// old id). Everything is flushed before it returns; if it is interrupted, the next
+    /// [`DataDir::open`] finishes it.
+    ///
+    /// Call it only while no Raft instance runs on this dir's stores.
+    pub fn reset(&self) -> Result<u64, StoreError> {
+        let id = random_id();
+        self.meta
+            .insert(K_RESETTING, &id.to_be_bytes())
+            .map_err(|e| self.db_err(e))?;
+        // Flushed before wiping: a crash from here on leaves a reset that open() finishes.
+        self.flush()?;
+        self.finish_reset(id)?;
+        info!(path = %self.path.display(), node_id = %ekka_types::fmt_id(id), "data dir reset");
+        Ok(id)
+    }
+
+    /// The wipe of [`DataDir::reset`], once its intent is recorded. Idempotent.
+    fn finish_reset(&self, id: u64) -> Result<(), StoreError> {
+        for name in [TREE_RAFT, TREE_LOG, TREE_SM] {
+            let tree = self.db.open_tree(name).map_err(|e| self.db_err(e))?;
+            // Not flushed on its own: the flush below covers it.
+            tree.clear().map_err(|e| self.db_err(e))?;
+        }
+        let mut b = sled::Batch::default();
+        b.remove(K_CLUSTER_ID);
+        b.insert(K_NODE_ID, &id.to_be_bytes());
+        b.remove(K_RESETTING);
+        self.meta.apply_batch(b).map_err(|e| self.db_err(e))?;
+        // Flushed before returning: the wipe and the new id are durable together.
+        self.flush()?;
+        self.node_id.store(id, Ordering::SeqCst);
+        self.cluster_id.store(0, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    fn read_u64(&self, k: &[u8]) -> Result<Option<u64>, StoreError> {
+        match self.meta.get(k).map_err(|e| self.db_err(e))? {
+            None => Ok(None),
+            Some(v) => {
+                let b: [u8; 8] = v.as_ref().try_into().map_err(|_| {
+                    self.corrupt(format!("{} is not 8 bytes", String::from_utf8_lossy(k)))
+                })?;
+                Ok(Some(u64::from_be_bytes(b)))
+            }
+        }
     }
 
     fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
@@ -136,73 +335,128 @@ impl DataDir {
         }
     }
 
-    fn put_meta(&self, k: &[u8], v: &[u8]) -> Result<(), StoreError> {
-        self.meta.insert(k, v).map_err(|e| self.db_err(e))?;
-        // Flushed before returning: identity must survive a crash.
-        self.db.flush().map_err(|e| self.db_err(e))?;
-        Ok(())
+    #[cfg(test)]
+    fn record_reset_intent(&self, id: u64) {
+        self.meta
+            .insert(K_RESETTING, &id.to_be_bytes())
+            .expect("insert");
+        self.flush().expect("flush");
     }
+}
 
-    fn put_u64(&self, k: &[u8], v: u64) -> Result<(), StoreError> {
-        self.put_meta(k, &v.to_be_bytes())
-    }
-
-    fn read_u64(&self, k: &[u8]) -> Result<Option<u64>, StoreError> {
-        match self.meta.get(k).map_err(|e| self.db_err(e))? {
-            None => Ok(None),
-            Some(v) => {
-                let b: [u8; 8] = v.as_ref().try_into().map_err(|_| {
-                    self.corrupt(format!("{} is not 8 bytes", String::from_utf8_lossy(k)))
-                })?;
-                Ok(Some(u64::from_be_bytes(b)))
-            }
+/// Whether the dir is empty but for an empty `LOCK` file (left by a first open that stopped
+/// before it wrote the marker).
+fn only_our_lock_file(path: &Path) -> std::io::Result<bool> {
+    for e in std::fs::read_dir(path)? {
+        let e = e?;
+        if e.file_name() != LOCK || e.metadata()?.len() != 0 {
+            return Ok(false);
         }
     }
+    Ok(true)
+}
 
-    /// This node's id.
-    pub fn node_id(&self) -> u64 {
-        // Checked non-zero and readable at open; a later read failure is reported as 0, which no
-        // node ever uses.
-        self.read_u64(K_NODE_ID).ok().flatten().unwrap_or(0)
-    }
+/// Reads the marker; the inner error says why its text is not ours.
+fn read_marker(path: &Path) -> std::io::Result<Result<Marker, String>> {
+    let text = match std::fs::read(path.join(MARKER)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ok(Marker::Missing)),
+        Err(e) => return Err(e),
+    };
+    Ok(if text == MARKER_READY.as_bytes() {
+        Ok(Marker::Ready)
+    } else if MARKER_INIT.as_bytes().starts_with(&text) {
+        // Possibly cut short by a crash: the initializing marker is not written atomically.
+        Ok(Marker::Initializing)
+    } else {
+        Err(format!(
+            "unknown {MARKER} text {:?}",
+            String::from_utf8_lossy(&text).trim()
+        ))
+    })
+}
 
-    /// Sets the node id (used to keep the id across a reset when joining another cluster).
-    pub fn set_node_id(&self, id: u64) -> Result<(), StoreError> {
-        assert!(id != 0, "node id 0 is reserved");
-        self.put_u64(K_NODE_ID, id)
-    }
+fn write_synced(path: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, text)?;
+    File::open(path)?.sync_all()
+}
 
-    /// The cluster this node belongs to, 0 for none yet.
-    pub fn cluster_id(&self) -> u64 {
-        self.read_u64(K_CLUSTER_ID).ok().flatten().unwrap_or(0)
-    }
-
-    pub fn set_cluster_id(&self, id: u64) -> Result<(), StoreError> {
-        self.put_u64(K_CLUSTER_ID, id)
-    }
-
-    /// New openraft store handles over this dir's db. Call again after a [`DataDir::reset`].
-    pub fn open_stores(&self) -> Result<(LogStore, StateMachineStore), StoreError> {
-        let log = LogStore::open(&self.db).map_err(|e| self.db_err(e))?;
-        let sm = StateMachineStore::open(&self.db).map_err(|e| self.corrupt(e))?;
-        Ok((log, sm))
-    }
-
-    /// Wipes vote, log, snapshot and cluster id, and gives the node a new id (returned). Only
-    /// while no Raft instance runs on this dir's stores.
-    pub fn reset(&self) -> Result<u64, StoreError> {
-        for t in ["raft", "log", "sm"] {
-            let tree = self.db.open_tree(t).map_err(|e| self.db_err(e))?;
-            tree.clear().map_err(|e| self.db_err(e))?;
-        }
-        self.meta.remove(K_CLUSTER_ID).map_err(|e| self.db_err(e))?;
-        let id = random_id();
-        // put_u64 flushes: the wipe and the new id are durable together.
-        self.put_u64(K_NODE_ID, id)?;
-        Ok(id)
-    }
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    File::open(path)?.sync_all()
 }
 
 fn random_id() -> u64 {
     rand::thread_rng().gen_range(1..=u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interrupted_reset_is_finished_by_the_next_open() {
+        let td = tempfile::tempdir().unwrap();
+        let p = td.path().join("d");
+        let dir = DataDir::open(&p).unwrap();
+        let old = dir.node_id();
+        dir.set_cluster_id(5).unwrap();
+        let raft = dir.db.open_tree(TREE_RAFT).unwrap();
+        raft.insert(b"vote", b"x").unwrap();
+        // A reset that recorded its intent and then stopped.
+        dir.record_reset_intent(42);
+        drop((raft, dir));
+        let dir = DataDir::open(&p).unwrap();
+        assert_ne!(old, 42);
+        assert_eq!(dir.node_id(), 42);
+        assert_eq!(dir.cluster_id(), 0);
+        assert!(dir.db.open_tree(TREE_RAFT).unwrap().is_empty());
+        assert_eq!(dir.read_u64(K_RESETTING).unwrap(), None);
+    }
+
+    #[test]
+    fn interrupted_first_open_is_finished_by_the_next_open() {
+        let td = tempfile::tempdir().unwrap();
+        // Stopped after taking the lock, before the marker.
+        let p = td.path().join("a");
+        std::fs::create_dir(&p).unwrap();
+        File::create(p.join(LOCK)).unwrap();
+        assert!(DataDir::open(&p).unwrap().node_id() != 0);
+        // Stopped while writing the initializing marker.
+        let p = td.path().join("b");
+        std::fs::create_dir(&p).unwrap();
+        File::create(p.join(LOCK)).unwrap();
+        std::fs::write(p.join(MARKER), &MARKER_INIT[..7]).unwrap();
+        assert!(DataDir::open(&p).unwrap().node_id() != 0);
+        // Stopped after the db got its identity, before the final marker: the identity is kept.
+        let p = td.path().join("c");
+        let id = DataDir::open(&p).unwrap().node_id();
+        std::fs::write(p.join(MARKER), MARKER_INIT).unwrap();
+        assert_eq!(DataDir::open(&p).unwrap().node_id(), id);
+        assert_eq!(
+            std::fs::read_to_string(p.join(MARKER)).unwrap(),
+            MARKER_READY
+        );
+    }
+
+    #[test]
+    fn a_lock_file_with_content_is_foreign() {
+        let td = tempfile::tempdir().unwrap();
+        std::fs::write(td.path().join(LOCK), "someone else's").unwrap();
+        let e = DataDir::open(td.path()).unwrap_err();
+        assert!(matches!(e, StoreError::Foreign { .. }), "{e}");
+    }
+
+    #[test]
+    fn an_initializing_marker_over_a_db_with_data_but_no_format_is_corrupt() {
+        let td = tempfile::tempdir().unwrap();
+        let p = td.path().join("d");
+        {
+            let dir = DataDir::open(&p).unwrap();
+            dir.meta.remove(K_FORMAT).unwrap();
+            dir.flush().unwrap();
+        }
+        std::fs::write(p.join(MARKER), MARKER_INIT).unwrap();
+        let e = DataDir::open(&p).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+    }
 }

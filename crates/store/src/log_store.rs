@@ -1,4 +1,10 @@
 //! `LogStore`: openraft's log storage (storage-v2) on sled: entries, vote, committed, last purged.
+//!
+//! Entries are serde_json in the `log` tree under their index (u64 big-endian), checked against
+//! [`MAX_ENTRY_BYTES`] when written and when read. The vote, the committed log id and the last
+//! purged log id are in the `raft` tree. All writes go through one async mutex, so they reach sled
+//! in the order openraft issued them; every write says below whether it is flushed before
+//! returning (or before openraft is told it is done).
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -12,6 +18,7 @@ use openraft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::data_dir::{TREE_LOG, TREE_RAFT};
 use crate::{NodeId, TypeConfig};
 
 /// Keys in the `raft` tree.
@@ -63,15 +70,38 @@ fn idx_key(i: u64) -> [u8; 8] {
 }
 
 impl LogStore {
-    pub(crate) fn open(db: &sled::Db) -> Result<LogStore, sled::Error> {
-        Ok(LogStore {
+    pub(crate) fn open(db: &sled::Db) -> Result<LogStore, String> {
+        let store = LogStore {
             inner: Arc::new(Inner {
                 db: db.clone(),
-                raft: db.open_tree("raft")?,
-                log: db.open_tree("log")?,
+                raft: db.open_tree(TREE_RAFT).map_err(|e| e.to_string())?,
+                log: db.open_tree(TREE_LOG).map_err(|e| e.to_string())?,
                 write: tokio::sync::Mutex::new(()),
             }),
-        })
+        };
+        // A purge persists its purge point before deleting; finish one a crash interrupted.
+        let purged: Option<LogId<NodeId>> = store.get(K_PURGED).map_err(|e| e.to_string())?;
+        if let Some(p) = purged {
+            store
+                .delete_up_to(p.index)
+                .map_err(|e| format!("finishing a purge: {e}"))?;
+        }
+        Ok(store)
+    }
+
+    /// Deletes the entries at or below `index`, from the front. Not flushed: entries at or below
+    /// the persisted purge point are never read, and the next open deletes them again.
+    fn delete_up_to(&self, index: u64) -> Result<(), sled::Error> {
+        let keys: Vec<sled::IVec> = self
+            .inner
+            .log
+            .range(..=idx_key(index))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        for k in keys {
+            self.inner.log.remove(k)?;
+        }
+        Ok(())
     }
 
     fn get<T: DeserializeOwned>(&self, k: &[u8]) -> Result<Option<T>, AnyError> {
@@ -140,10 +170,15 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
         let start = match range.start_bound() {
             Bound::Included(i) => *i,
-            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Excluded(i) => match i.checked_add(1) {
+                Some(s) => s,
+                None => return Ok(Vec::new()),
+            },
             Bound::Unbounded => 0,
         };
         let end = match range.end_bound() {
+            Bound::Included(i) if *i < start => return Ok(Vec::new()),
+            Bound::Excluded(i) if *i <= start => return Ok(Vec::new()),
             Bound::Included(i) => Bound::Included(idx_key(*i)),
             Bound::Excluded(i) => Bound::Excluded(idx_key(*i)),
             Bound::Unbounded => Bound::Unbounded,
@@ -248,24 +283,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let _w = self.inner.write.lock().await;
-        // Record the purge point first (flushed), then delete from the front.
+        // Record the purge point first (flushed by put), then delete from the front (not
+        // flushed: see delete_up_to).
         self.put(K_PURGED, &log_id)
             .await
             .map_err(StorageIOError::write_logs)?;
-        let keys: Vec<sled::IVec> = self
-            .inner
-            .log
-            .range(..=idx_key(log_id.index))
-            .keys()
-            .collect::<Result<_, _>>()
+        self.delete_up_to(log_id.index)
             .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
-        for k in keys {
-            self.inner
-                .log
-                .remove(k)
-                .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
-        }
-        // Not flushed: a purge that is lost in a crash only leaves entries the purge point hides.
         Ok(())
     }
 }

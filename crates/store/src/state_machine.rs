@@ -1,6 +1,11 @@
 //! `StateMachineStore`: openraft's state machine (storage-v2). The `ClusterState` lives in memory;
 //! the last snapshot is persisted in sled, and openraft replays committed entries after it on
 //! restart (the log store saves `committed`).
+//!
+//! A snapshot is the serde_json of [`SnapshotBody`]: last applied log id, last Raft membership
+//! and the whole `ClusterState`. It is persisted (flushed) before a build returns and before an
+//! install changes the in-memory state, and a persisted snapshot is never replaced by an older
+//! one (a build runs concurrently with an install).
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +20,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::data_dir::TREE_SM;
 use crate::{NodeId, TypeConfig};
 
 /// The cluster state shared with the node (read-only outside this crate by convention).
@@ -26,7 +32,7 @@ const K_SNAP_DATA: &[u8] = b"snapshot_data";
 
 /// What a snapshot holds.
 #[derive(Serialize, Deserialize)]
-struct SnapshotBody {
+pub(crate) struct SnapshotBody {
     last_applied: Option<LogId<NodeId>>,
     last_membership: StoredMembership<NodeId, BasicNode>,
     state: ClusterState,
@@ -39,13 +45,19 @@ struct Applied {
 }
 
 /// The state machine. Cheap to clone; clones share everything.
+///
+/// Lock order: `state`, then `applied`; `snapshot_write` is never held with either.
 #[derive(Clone)]
 pub struct StateMachineStore {
     state: SharedState,
+    /// Changed together with `state`, under its write lock.
     applied: Arc<Mutex<Applied>>,
     revision: Arc<watch::Sender<u64>>,
     db: sled::Db,
     sm: sled::Tree,
+    /// Serializes snapshot writes (a build's and an install's).
+    snapshot_write: Arc<tokio::sync::Mutex<()>>,
+    /// Makes snapshot ids unique; starts at a random value so ids differ across restarts.
     snapshot_seq: Arc<AtomicU64>,
 }
 
@@ -60,10 +72,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl StateMachineStore {
     /// Opens the state machine, starting from the persisted snapshot if there is one.
     pub(crate) fn open(db: &sled::Db) -> Result<StateMachineStore, String> {
-        let sm = db.open_tree("sm").map_err(|e| e.to_string())?;
+        let sm = db.open_tree(TREE_SM).map_err(|e| e.to_string())?;
         let mut applied = Applied::default();
         let mut state = ClusterState::default();
         if let Some(data) = sm.get(K_SNAP_DATA).map_err(|e| e.to_string())? {
+            if sm.get(K_SNAP_META).map_err(|e| e.to_string())?.is_none() {
+                return Err("the snapshot has data but no meta".into());
+            }
             let body: SnapshotBody =
                 serde_json::from_slice(&data).map_err(|e| format!("unreadable snapshot: {e}"))?;
             applied.last_applied = body.last_applied;
@@ -80,7 +95,8 @@ impl StateMachineStore {
             revision: Arc::new(tx),
             db: db.clone(),
             sm,
-            snapshot_seq: Arc::new(AtomicU64::new(0)),
+            snapshot_write: Arc::new(tokio::sync::Mutex::new(())),
+            snapshot_seq: Arc::new(AtomicU64::new(u64::from(rand::random::<u32>()) << 16)),
         })
     }
 
@@ -99,30 +115,43 @@ impl StateMachineStore {
             return Ok(None);
         };
         let meta: SnapshotMeta<NodeId, BasicNode> = serde_json::from_slice(&meta).map_err(err)?;
-        let data = self
-            .sm
-            .get(K_SNAP_DATA)
-            .map_err(err)?
-            .map(|v| v.to_vec())
-            .unwrap_or_default();
+        let Some(data) = self.sm.get(K_SNAP_DATA).map_err(err)? else {
+            return Err(AnyError::error("the snapshot has meta but no data"));
+        };
+        let data = data.to_vec();
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
     }
 
-    async fn save_snapshot(
+    /// The persisted snapshot's last log id (`Ok(None)` when there is none).
+    fn persisted_last_log_id(&self) -> Result<Option<LogId<NodeId>>, AnyError> {
+        let Some(meta) = self.sm.get(K_SNAP_META).map_err(err)? else {
+            return Ok(None);
+        };
+        let meta: SnapshotMeta<NodeId, BasicNode> = serde_json::from_slice(&meta).map_err(err)?;
+        Ok(meta.last_log_id)
+    }
+
+    /// Persists a snapshot (meta and data in one batch), unless the persisted one is newer;
+    /// returns whether it wrote.
+    pub(crate) async fn save_snapshot(
         &self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
         data: &[u8],
-    ) -> Result<(), AnyError> {
+    ) -> Result<bool, AnyError> {
+        let _w = self.snapshot_write.lock().await;
+        if self.persisted_last_log_id()? > meta.last_log_id {
+            return Ok(false);
+        }
         let mut b = sled::Batch::default();
         b.insert(K_SNAP_META, serde_json::to_vec(meta).map_err(err)?);
         b.insert(K_SNAP_DATA, data);
         self.sm.apply_batch(b).map_err(err)?;
         // Flushed before returning: a snapshot is persisted before the state machine moves on.
         self.db.flush_async().await.map_err(err)?;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -145,16 +174,18 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let seq = self.snapshot_seq.fetch_add(1, Ordering::SeqCst);
         let snapshot_id = match last_applied {
             Some(l) => format!(
-                "{}-{}-{}-{seq}",
+                "{}-{}-{}-{seq:x}",
                 l.leader_id.term, l.leader_id.node_id, l.index
             ),
-            None => format!("none-{seq}"),
+            None => format!("none-{seq:x}"),
         };
         let meta = SnapshotMeta {
             last_log_id: last_applied,
             last_membership,
             snapshot_id,
         };
+        // When an install persisted a newer snapshot meanwhile, this one is not persisted and
+        // openraft ignores it (it only takes snapshots newer than its current one).
         self.save_snapshot(&meta, &data)
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
@@ -243,10 +274,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         body.state.check_invariants().map_err(|e| {
             StorageIOError::read_snapshot(Some(meta.signature()), AnyError::error(e))
         })?;
-        // Persist first, then replace (never merge) the in-memory state.
-        self.save_snapshot(meta, &data)
+        // Persist first, then replace (never merge) the in-memory state. openraft installs only
+        // snapshots newer than what was applied, so the persisted one is never newer.
+        let wrote = self
+            .save_snapshot(meta, &data)
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        if !wrote {
+            return Err(StorageIOError::write_snapshot(
+                Some(meta.signature()),
+                AnyError::error("a newer snapshot is already persisted"),
+            )
+            .into());
+        }
         let revision = {
             let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
             let mut a = lock(&self.applied);
