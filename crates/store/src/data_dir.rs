@@ -19,6 +19,7 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use fs2::FileExt;
 use rand::Rng;
@@ -125,11 +126,12 @@ impl DataDir {
             write_synced(&path.join(MARKER), MARKER_INIT).map_err(io)?;
             sync_dir(path).map_err(io)?;
         }
-        let db = sled::Config::new()
-            .path(path.join("db"))
-            .cache_capacity(CACHE_CAPACITY_BYTES)
-            .open()
-            .map_err(|e| corrupt(format!("sled: {e}")))?;
+        let db = open_sled(path).map_err(|e| match e {
+            SledOpenError::Locked => StoreError::Locked {
+                path: path.to_path_buf(),
+            },
+            SledOpenError::Other(e) => corrupt(format!("sled: {e}")),
+        })?;
         let meta = db
             .open_tree(TREE_META)
             .map_err(|e| corrupt(format!("sled: {e}")))?;
@@ -341,6 +343,37 @@ impl DataDir {
             .insert(K_RESETTING, &id.to_be_bytes())
             .expect("insert");
         self.flush().expect("flush");
+    }
+}
+
+enum SledOpenError {
+    /// sled's own lock on `db/db` stayed taken.
+    Locked,
+    Other(sled::Error),
+}
+
+/// How long `open` waits for sled's own file lock. We hold `LOCK`, so its holder is this process:
+/// a `sled::Db` dropped moments ago whose background I/O still holds the file.
+const SLED_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+fn open_sled(path: &Path) -> Result<sled::Db, SledOpenError> {
+    let deadline = Instant::now() + SLED_LOCK_WAIT;
+    loop {
+        let r = sled::Config::new()
+            .path(path.join("db"))
+            .cache_capacity(CACHE_CAPACITY_BYTES)
+            .open();
+        match r {
+            Ok(db) => return Ok(db),
+            // sled reports lock contention only in the text of an `Other` I/O error.
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if Instant::now() >= deadline {
+                    return Err(SledOpenError::Locked);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(SledOpenError::Other(e)),
+        }
     }
 }
 

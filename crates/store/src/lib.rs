@@ -1,5 +1,14 @@
 //! ekka-store: the openraft type configuration, the data dir, and the sled-backed log store and
 //! state machine (openraft storage-v2). Only this crate imports sled.
+//!
+//! - [`DataDir`]: the locked data dir: node id, cluster id, reset, and the sled db.
+//! - [`LogStore`]: `RaftLogStorage` (entries, vote, committed, purge point).
+//! - [`StateMachineStore`]: `RaftStateMachine` over an in-memory `ClusterState`, persisted as
+//!   snapshots; openraft replays the committed entries after the snapshot at startup.
+//!
+//! Durability: every acknowledged write is flushed with sled's `flush`, which survives the
+//! process being killed. sled 0.34 flushes with `sync_file_range`, not `fsync` (sled #1452), so a
+//! power loss may still lose recent writes; quorum replication covers that.
 
 mod data_dir;
 mod error;

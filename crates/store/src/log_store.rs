@@ -205,7 +205,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last = self.last_entry_id().map_err(StorageIOError::read_logs)?;
         Ok(LogState {
             last_purged_log_id: purged,
-            last_log_id: last.or(purged),
+            // Entries at or below the purge point are deleted at open, so `last` is newer when
+            // present; max() keeps the contract even if it were not.
+            last_log_id: last.max(purged),
         })
     }
 
@@ -215,6 +217,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let _w = self.inner.write.lock().await;
+        // Flushed (by put): a vote must never be forgotten.
         self.put(K_VOTE, vote)
             .await
             .map_err(StorageIOError::write_vote)?;
@@ -230,6 +233,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
         let _w = self.inner.write.lock().await;
+        // Flushed (by put): a restart, and `ekka recover` without any peer, replay the state
+        // machine up to it.
         self.put(K_COMMITTED, &committed)
             .await
             .map_err(StorageIOError::write)?;

@@ -11,6 +11,7 @@ use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use ekka_types::limits::MAX_SNAPSHOT_BYTES;
 use ekka_types::{ClusterState, Command, Request, Response};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -32,7 +33,7 @@ const K_SNAP_DATA: &[u8] = b"snapshot_data";
 
 /// What a snapshot holds.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct SnapshotBody {
+struct SnapshotBody {
     last_applied: Option<LogId<NodeId>>,
     last_membership: StoredMembership<NodeId, BasicNode>,
     state: ClusterState,
@@ -65,6 +66,33 @@ fn err(e: impl std::error::Error + 'static) -> AnyError {
     AnyError::new(&e)
 }
 
+/// Decodes a snapshot from the disk or the network, checking its size and the state's invariants.
+fn decode_body(data: &[u8]) -> Result<SnapshotBody, String> {
+    if data.len() > MAX_SNAPSHOT_BYTES {
+        return Err(format!(
+            "snapshot of {} bytes is over the {MAX_SNAPSHOT_BYTES} limit",
+            data.len()
+        ));
+    }
+    let body: SnapshotBody =
+        serde_json::from_slice(data).map_err(|e| format!("unreadable snapshot: {e}"))?;
+    body.state
+        .check_invariants()
+        .map_err(|e| format!("snapshot breaks an invariant: {e}"))?;
+    Ok(body)
+}
+
+fn encode_body(body: &SnapshotBody) -> Result<Vec<u8>, AnyError> {
+    let data = serde_json::to_vec(body).map_err(err)?;
+    if data.len() > MAX_SNAPSHOT_BYTES {
+        return Err(AnyError::error(format!(
+            "snapshot of {} bytes is over the {MAX_SNAPSHOT_BYTES} limit",
+            data.len()
+        )));
+    }
+    Ok(data)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -79,14 +107,10 @@ impl StateMachineStore {
             if sm.get(K_SNAP_META).map_err(|e| e.to_string())?.is_none() {
                 return Err("the snapshot has data but no meta".into());
             }
-            let body: SnapshotBody =
-                serde_json::from_slice(&data).map_err(|e| format!("unreadable snapshot: {e}"))?;
+            let body = decode_body(&data)?;
             applied.last_applied = body.last_applied;
             applied.last_membership = body.last_membership;
             state = body.state;
-            state
-                .check_invariants()
-                .map_err(|e| format!("snapshot breaks an invariant: {e}"))?;
         }
         let (tx, _) = watch::channel(state.revision);
         Ok(StateMachineStore {
@@ -118,6 +142,12 @@ impl StateMachineStore {
         let Some(data) = self.sm.get(K_SNAP_DATA).map_err(err)? else {
             return Err(AnyError::error("the snapshot has meta but no data"));
         };
+        if data.len() > MAX_SNAPSHOT_BYTES {
+            return Err(AnyError::error(format!(
+                "persisted snapshot of {} bytes is over the {MAX_SNAPSHOT_BYTES} limit",
+                data.len()
+            )));
+        }
         let data = data.to_vec();
         Ok(Some(Snapshot {
             meta,
@@ -136,7 +166,7 @@ impl StateMachineStore {
 
     /// Persists a snapshot (meta and data in one batch), unless the persisted one is newer;
     /// returns whether it wrote.
-    pub(crate) async fn save_snapshot(
+    async fn save_snapshot(
         &self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
         data: &[u8],
@@ -169,8 +199,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             };
             (body, a.last_applied, a.last_membership.clone())
         };
-        let data =
-            serde_json::to_vec(&body).map_err(|e| StorageIOError::write_snapshot(None, err(e)))?;
+        let data = encode_body(&body).map_err(|e| StorageIOError::write_snapshot(None, e))?;
         let seq = self.snapshot_seq.fetch_add(1, Ordering::SeqCst);
         let snapshot_id = match last_applied {
             Some(l) => format!(
@@ -269,11 +298,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let data = snapshot.into_inner();
-        let body: SnapshotBody = serde_json::from_slice(&data)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), err(e)))?;
-        body.state.check_invariants().map_err(|e| {
-            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::error(e))
-        })?;
+        let bad =
+            |e: String| StorageIOError::read_snapshot(Some(meta.signature()), AnyError::error(e));
+        let body = decode_body(&data).map_err(bad)?;
+        // A restart starts from the body's pointers; they must be the ones openraft installs.
+        if body.last_applied != meta.last_log_id || body.last_membership != meta.last_membership {
+            return Err(bad("the snapshot's data does not match its meta".into()).into());
+        }
         // Persist first, then replace (never merge) the in-memory state. openraft installs only
         // snapshots newer than what was applied, so the persisted one is never newer.
         let wrote = self
@@ -304,5 +335,38 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         self.read_snapshot()
             .map_err(|e| StorageIOError::read_snapshot(None, e).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn meta(index: u64) -> SnapshotMeta<NodeId, BasicNode> {
+        SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("s{index}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_persisted_snapshot_is_never_replaced_by_an_older_one() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let sm = StateMachineStore::open(&db).unwrap();
+        assert!(sm.save_snapshot(&meta(5), b"five").await.unwrap());
+        // A build that took its view before an install of index 5 finished.
+        assert!(!sm.save_snapshot(&meta(3), b"three").await.unwrap());
+        assert!(sm.save_snapshot(&meta(5), b"five again").await.unwrap());
+        assert_eq!(sm.persisted_last_log_id().unwrap(), meta(5).last_log_id);
+        assert_eq!(sm.sm.get(K_SNAP_DATA).unwrap().unwrap(), b"five again");
+    }
+
+    #[test]
+    fn snapshots_over_the_limit_are_refused() {
+        let big = vec![b' '; MAX_SNAPSHOT_BYTES + 1];
+        let e = decode_body(&big).err().unwrap();
+        assert!(e.contains("over the"), "{e}");
     }
 }
