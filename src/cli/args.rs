@@ -51,7 +51,7 @@ pub struct AgentArgs {
     /// Shared cluster secret [default: a fixed default, with a warning].
     #[arg(long, env = "EKKA_COOKIE", hide_env_values = true)]
     pub cookie: Option<String>,
-    /// Discovery strategy: manual or singleton [default: manual].
+    /// Discovery strategy: manual, singleton, static, dns or exec [default: manual].
     #[arg(long, env = "EKKA_DISCOVERY", value_name = "KIND")]
     pub discovery: Option<String>,
     /// Seed addresses for the static strategy.
@@ -72,6 +72,30 @@ pub struct AgentArgs {
     /// Snapshot every N log entries, keeping N entries after it [default: 5000].
     #[arg(long, env = "EKKA_SNAPSHOT_EVERY", value_name = "N")]
     pub snapshot_every: Option<u64>,
+    /// dns: the name to resolve.
+    #[arg(long, env = "EKKA_DNS_NAME")]
+    pub dns_name: Option<String>,
+    /// dns: record type a, aaaa or srv [default: a].
+    #[arg(long, env = "EKKA_DNS_TYPE", value_name = "a|aaaa|srv")]
+    pub dns_type: Option<String>,
+    /// dns: the agents' port for a/aaaa answers [default: this agent's listen port].
+    #[arg(long, env = "EKKA_DNS_PORT")]
+    pub dns_port: Option<u16>,
+    /// dns: ask this server instead of the system's resolvers.
+    #[arg(long, env = "EKKA_DNS_NAMESERVER", value_name = "IP:PORT")]
+    pub dns_nameserver: Option<String>,
+    /// exec: a shell command that prints one peer address per line.
+    #[arg(long, env = "EKKA_EXEC_COMMAND", value_name = "CMD")]
+    pub exec_command: Option<String>,
+    /// Time between autocluster rounds, plus jitter [default: 1s].
+    #[arg(long, env = "EKKA_RETRY_INTERVAL", value_name = "DUR")]
+    pub retry_interval: Option<String>,
+    /// Nodes to discover before single nodes form a cluster [default: 1].
+    #[arg(long, env = "EKKA_BOOTSTRAP_EXPECT", value_name = "N")]
+    pub bootstrap_expect: Option<usize>,
+    /// Let this node's cluster dissolve into a strictly larger one it discovers [default: true].
+    #[arg(long, env = "EKKA_AUTOHEAL", value_name = "BOOL")]
+    pub autoheal: Option<bool>,
 }
 
 #[derive(Args, Debug, Clone)]

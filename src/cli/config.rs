@@ -4,7 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use ekka::{ApiError, ErrorCode, NodeConfig};
+use ekka_node::discovery::{Dns, DnsRecord, Exec, Static, Strategy};
+use ekka_node::Discovery;
 use serde::Deserialize;
 
 use crate::cli::args::AgentArgs;
@@ -26,6 +30,14 @@ struct FileConfig {
     election_timeout: Option<String>,
     down_after: Option<String>,
     snapshot_every: Option<u64>,
+    dns_name: Option<String>,
+    dns_type: Option<String>,
+    dns_port: Option<u16>,
+    dns_nameserver: Option<String>,
+    exec_command: Option<String>,
+    retry_interval: Option<String>,
+    bootstrap_expect: Option<usize>,
+    autoheal: Option<bool>,
 }
 
 /// The merged agent configuration.
@@ -84,17 +96,70 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
     if let Some(c) = cookie {
         node.cookie = c;
     }
-    match args
+    let kind = args
         .discovery
-        .or(file.discovery)
-        .as_deref()
-        .unwrap_or("manual")
-    {
-        "manual" => {}
-        "singleton" => node.singleton = true,
-        k @ ("static" | "dns" | "etcd" | "k8s" | "mcast" | "exec") => {
+        .clone()
+        .or(file.discovery.clone())
+        .unwrap_or_else(|| "manual".into());
+    let seeds = args
+        .seeds
+        .clone()
+        .or(file.seeds.clone())
+        .unwrap_or_default();
+    let timeout = ekka_node::discovery::DEFAULT_TIMEOUT;
+    let strategy: Option<Arc<dyn Strategy>> = match kind.as_str() {
+        "manual" => None,
+        "singleton" => {
+            node.singleton = true;
+            None
+        }
+        "static" => {
+            if seeds.is_empty() {
+                return Err(invalid("seeds: the static strategy needs --seeds A,B"));
+            }
+            let s = Static::new(seeds).map_err(|e| invalid(format!("seeds: {e}")))?;
+            Some(Arc::new(s))
+        }
+        "dns" => {
+            let name = args
+                .dns_name
+                .clone()
+                .or(file.dns_name.clone())
+                .ok_or_else(|| invalid("dns_name: the dns strategy needs --dns-name"))?;
+            let record: DnsRecord = args
+                .dns_type
+                .clone()
+                .or(file.dns_type.clone())
+                .unwrap_or_else(|| "a".into())
+                .parse()
+                .map_err(|e: String| invalid(format!("dns_type: {e}")))?;
+            let listen_port = node
+                .listen
+                .parse::<std::net::SocketAddr>()
+                .map(|a| a.port())
+                .unwrap_or(0);
+            let port = args.dns_port.or(file.dns_port).unwrap_or(listen_port);
+            let ns = match args.dns_nameserver.clone().or(file.dns_nameserver.clone()) {
+                Some(n) => Some(n.parse::<std::net::SocketAddr>().map_err(|e| {
+                    invalid(format!("dns_nameserver: {n:?} is not IP:PORT ({e})"))
+                })?),
+                None => None,
+            };
+            let d = Dns::new(name, record, port, ns, timeout)
+                .map_err(|e| invalid(format!("dns: {e}")))?;
+            Some(Arc::new(d))
+        }
+        "exec" => {
+            let cmd = args
+                .exec_command
+                .clone()
+                .or(file.exec_command.clone())
+                .ok_or_else(|| invalid("exec_command: the exec strategy needs --exec-command"))?;
+            Some(Arc::new(Exec::new(cmd, timeout)))
+        }
+        k @ ("etcd" | "k8s" | "mcast") => {
             return Err(invalid(format!(
-                "discovery: {k} is not available in this version (use manual or singleton)"
+                "discovery: {k} is not available in this version (manual, singleton, static, dns, exec)"
             )))
         }
         other => {
@@ -102,10 +167,16 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
                 "discovery: unknown kind {other:?} (manual, singleton, static, dns, etcd, k8s, mcast, exec)"
             )))
         }
+    };
+    node.discovery = strategy.map(Discovery);
+    if let Some(v) = args.retry_interval.clone().or(file.retry_interval.clone()) {
+        node.retry_interval = duration("retry_interval", &v)?;
     }
-    let seeds = args.seeds.or(file.seeds).unwrap_or_default();
-    for s in &seeds {
-        ekka::types::check::check_addr(s).map_err(|e| invalid(format!("seeds: {e}")))?;
+    if let Some(v) = args.bootstrap_expect.or(file.bootstrap_expect) {
+        node.bootstrap_expect = v;
+    }
+    if let Some(v) = args.autoheal.or(file.autoheal) {
+        node.autoheal = v;
     }
     if let Some(v) = args.max_voters.or(file.max_voters) {
         node.max_voters = v;

@@ -318,3 +318,36 @@ pub fn role_count(status: &Value, role: &str) -> usize {
         .map(|a| a.iter().filter(|m| m["role"] == role).count())
         .unwrap_or(0)
 }
+
+/// A port free on every one of `ips` right now (the OS picks it; nothing is hard-coded).
+pub fn free_port_on(ips: &[&str]) -> u16 {
+    for _ in 0..100 {
+        let l = std::net::TcpListener::bind(format!("{}:0", ips[0])).expect("bind");
+        let port = l.local_addr().unwrap().port();
+        let others: Vec<_> = ips[1..]
+            .iter()
+            .filter_map(|ip| std::net::TcpListener::bind(format!("{ip}:{port}")).ok())
+            .collect();
+        if others.len() == ips.len() - 1 {
+            return port;
+        }
+    }
+    panic!("no port free on all of {ips:?}");
+}
+
+/// Waits until `a` reports exactly `names` running, with one leader.
+pub fn wait_formed(a: &Agent, names: &[&str], limit: Duration) {
+    wait_until(
+        limit,
+        &format!("{names:?} formed as seen by {}", a.name),
+        || {
+            a.try_status().is_some_and(|s| {
+                running(&s) == names
+                    && s["leader"].is_string()
+                    && s["members"]
+                        .as_array()
+                        .is_some_and(|m| m.iter().all(|m| m["status"] == "up"))
+            })
+        },
+    );
+}

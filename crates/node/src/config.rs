@@ -1,13 +1,26 @@
 //! `NodeConfig`: everything a node needs to start, and its validation.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use ekka_discovery::Strategy;
 
 use ekka_types::check::{check_addr, check_name};
 use ekka_types::limits::{MAX_COOKIE_BYTES, MAX_VOTERS_LIMIT};
 use ekka_types::{ApiError, ErrorCode};
 
 pub use ekka_proto::DEFAULT_COOKIE;
+
+/// A discovery strategy for the autocluster loop (any [`Strategy`], including your own).
+#[derive(Clone)]
+pub struct Discovery(pub Arc<dyn Strategy>);
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Discovery({})", self.0.name())
+    }
+}
 
 /// Configuration of one node.
 #[derive(Clone, Debug)]
@@ -34,6 +47,14 @@ pub struct NodeConfig {
     pub op_timeout: Duration,
     /// Build a snapshot every this many log entries, and keep this many entries after it.
     pub snapshot_every: u64,
+    /// Peers to cluster with automatically; `None` is ekka's `manual` (and `singleton`).
+    pub discovery: Option<Discovery>,
+    /// Time between autocluster rounds (a random jitter of up to a half is added).
+    pub retry_interval: Duration,
+    /// Nodes that must be discovered before single nodes start forming a cluster.
+    pub bootstrap_expect: usize,
+    /// Let a cluster of several nodes dissolve into a strictly larger one it discovers.
+    pub autoheal: bool,
 }
 
 impl NodeConfig {
@@ -53,6 +74,10 @@ impl NodeConfig {
             down_after: Duration::from_millis(500),
             op_timeout: Duration::from_secs(15),
             snapshot_every: 5000,
+            discovery: None,
+            retry_interval: Duration::from_secs(1),
+            bootstrap_expect: 1,
+            autoheal: true,
         }
     }
 
@@ -79,6 +104,15 @@ impl NodeConfig {
         let mv = self.max_voters as usize;
         if mv == 0 || mv.is_multiple_of(2) || mv > MAX_VOTERS_LIMIT {
             return bad(format!("max_voters: must be odd, 1..={MAX_VOTERS_LIMIT}"));
+        }
+        if self.retry_interval.is_zero() {
+            return bad("retry_interval: must be more than 0".into());
+        }
+        if self.bootstrap_expect == 0 {
+            return bad("bootstrap_expect: must be at least 1".into());
+        }
+        if self.singleton && self.discovery.is_some() {
+            return bad("discovery: singleton takes no strategy".into());
         }
         if self.snapshot_every == 0 {
             return bad("snapshot_every: must be at least 1".into());

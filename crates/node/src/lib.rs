@@ -2,6 +2,7 @@
 //! services, join / leave / force-leave with ekka's semantics, the leader's status monitor, and
 //! the embedding API ([`Node`]).
 
+mod autocluster;
 mod config;
 mod error;
 mod monitor;
@@ -10,7 +11,8 @@ mod node;
 mod recover;
 mod server;
 
-pub use config::{NodeConfig, DEFAULT_COOKIE};
+pub use config::{Discovery, NodeConfig, DEFAULT_COOKIE};
+pub use ekka_discovery as discovery;
 pub use error::{from_status, to_status};
 pub use node::{Action, ForceLeaveOutcome, JoinOutcome, Node};
 pub use recover::{recover, RecoverReport};

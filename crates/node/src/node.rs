@@ -74,6 +74,8 @@ pub(crate) struct Inner {
     pub transport: Transport,
     cluster_id: Arc<AtomicU64>,
     pub joining: AtomicBool,
+    /// The autocluster loop runs while this is set; `leave` clears it.
+    pub autocluster: AtomicBool,
     op_lock: tokio::sync::Mutex<()>,
     reset_lock: tokio::sync::Mutex<()>,
     raft_config: Arc<openraft::Config>,
@@ -173,6 +175,7 @@ impl Node {
             transport,
             cluster_id,
             joining: AtomicBool::new(false),
+            autocluster: AtomicBool::new(true),
             op_lock: tokio::sync::Mutex::new(()),
             reset_lock: tokio::sync::Mutex::new(()),
             raft_config,
@@ -183,6 +186,9 @@ impl Node {
         crate::server::spawn(inner.clone(), listener);
         inner.after_start().await?;
         tokio::spawn(crate::monitor::run(inner.clone()));
+        if let Some(d) = inner.cfg.discovery.clone() {
+            tokio::spawn(crate::autocluster::run(inner.clone(), d.0));
+        }
         Ok(Node { inner })
     }
 
@@ -839,6 +845,16 @@ impl Inner {
     }
 
     pub(crate) async fn join(self: &Arc<Self>, addr: &str) -> Result<JoinOutcome, ApiError> {
+        self.join_as(addr, false).await
+    }
+
+    /// Joins the cluster of `addr`. With `heal`, a member of a cluster of several nodes drops out
+    /// of it to join (autoheal); otherwise that is `in_other_cluster`.
+    pub(crate) async fn join_as(
+        self: &Arc<Self>,
+        addr: &str,
+        heal: bool,
+    ) -> Result<JoinOutcome, ApiError> {
         if self.cfg.singleton {
             return Err(ApiError::new(
                 ErrorCode::Singleton,
@@ -852,7 +868,7 @@ impl Inner {
         }
         let deadline = Instant::now() + self.cfg.op_timeout;
         loop {
-            match self.try_join(addr).await {
+            match self.try_join(addr, heal).await {
                 Err(e) if e.code == ErrorCode::Unavailable && Instant::now() < deadline => {
                     let ms = rand::thread_rng().gen_range(20..200);
                     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -862,7 +878,7 @@ impl Inner {
         }
     }
 
-    async fn hello_at(&self, addr: &str) -> Result<pb::HelloReply, ApiError> {
+    pub(crate) async fn hello_at(&self, addr: &str) -> Result<pb::HelloReply, ApiError> {
         let mut p = self
             .transport
             .peer(addr, false)
@@ -887,7 +903,7 @@ impl Inner {
     }
 
     /// One attempt at joining; `unavailable` errors are retried by the caller.
-    async fn try_join(self: &Arc<Self>, addr: &str) -> Result<JoinOutcome, ApiError> {
+    async fn try_join(self: &Arc<Self>, addr: &str, heal: bool) -> Result<JoinOutcome, ApiError> {
         let hello = self.hello_at(addr).await?;
         let core = self.core();
         if hello.node_id == core.node_id {
@@ -917,8 +933,9 @@ impl Inner {
             let st = core.state.read().unwrap_or_else(|e| e.into_inner());
             (st.members.len(), st.members.contains_key(&hello.node_id))
         };
-        if has_target {
-            // The target joined this node's cluster while our hello was in flight.
+        if has_target && !heal {
+            // The target joined this node's cluster while our hello was in flight. (When
+            // healing, this node's view of its old cluster is stale and says nothing.)
             return Err(ApiError::new(
                 ErrorCode::AlreadyInCluster,
                 format!(
@@ -928,7 +945,7 @@ impl Inner {
                 ),
             ));
         }
-        if n_members > 1 {
+        if n_members > 1 && !heal {
             return Err(ApiError::new(
                 ErrorCode::InOtherCluster,
                 format!(
@@ -944,7 +961,7 @@ impl Inner {
         {
             return Err(unavailable("another join of this node is in progress"));
         }
-        let r = self.join_holding_flag(addr, my_cluster).await;
+        let r = self.join_holding_flag(addr, my_cluster, heal).await;
         self.joining.store(false, Ordering::SeqCst);
         r
     }
@@ -953,17 +970,19 @@ impl Inner {
         self: &Arc<Self>,
         addr: &str,
         my_cluster: u64,
+        heal: bool,
     ) -> Result<JoinOutcome, ApiError> {
         // Let any add of another node to this one finish, then look again.
         drop(self.op_lock.lock().await);
         let core = self.core();
-        if core
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .members
-            .len()
-            > 1
+        if !heal
+            && core
+                .state
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .members
+                .len()
+                > 1
         {
             return Err(unavailable("this node gained a member meanwhile"));
         }
@@ -975,7 +994,7 @@ impl Inner {
             dry_run: true,
         };
         let check = self.add_at(addr, req.clone()).await?;
-        self.run_prepare(Action::Join);
+        self.run_prepare(if heal { Action::Heal } else { Action::Join });
         info!(%addr, cluster = %fmt_id(check.cluster_id), "joining: dropping this node's one-node cluster");
         self.reset(Reset::Join {
             cluster_id: check.cluster_id,
@@ -1055,6 +1074,13 @@ impl Inner {
             ));
         }
         st.plan_remove(core.node_id).map_err(from_reject)?;
+        // An autoclustered node that leaves stays out: stop the loop and unregister.
+        self.autocluster.store(false, Ordering::SeqCst);
+        if let Some(d) = &self.cfg.discovery {
+            if let Err(e) = d.0.unregister().await {
+                warn!(error = %e, "unregister on leave");
+            }
+        }
         self.run_prepare(Action::Leave);
         self.remove_with_retry(core.node_id, true).await?;
         self.reset(Reset::Fresh { keep: None }).await?;

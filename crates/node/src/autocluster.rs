@@ -1,0 +1,219 @@
+//! The autocluster loop: lock → discover → join → register → unlock (always), every
+//! `retry_interval` with jitter, until this node is registered and every discovered live node is
+//! in its cluster; then it keeps watching at a tenth of the pace. Decided by cluster identity,
+//! not node age:
+//!
+//! - the largest cluster wins; between equal sizes, the one holding the lowest node name (for
+//!   one-node clusters that is the lowest-name bootstrap rule);
+//! - a one-node cluster joins the winner (once `bootstrap_expect` nodes are seen, while all are
+//!   single);
+//! - a cluster of several nodes dissolves into a strictly larger one only with `autoheal`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ekka_discovery::{Done, Strategy};
+use ekka_proto::pb::HelloReply;
+use ekka_types::{fmt_id, ErrorCode};
+use rand::Rng;
+use tracing::{info, warn};
+
+use crate::node::{Inner, JoinOutcome};
+
+/// What one round concluded.
+#[derive(Debug, PartialEq, Eq)]
+enum Round {
+    /// Registered, and every discovered live node is in this node's cluster.
+    Done,
+    /// Try again after `retry_interval`; the reason is logged when it changes.
+    Again(String),
+}
+
+/// Runs until disabled (`leave`) or shutdown. Once done it keeps watching, ten times slower, so
+/// a cluster that formed apart still finds (and merges with) a larger one later.
+pub(crate) async fn run(inner: Arc<Inner>, strategy: Arc<dyn Strategy>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut last = String::new();
+    loop {
+        if !inner.autocluster.load(Ordering::SeqCst) {
+            info!("autocluster disabled");
+            return;
+        }
+        let done = match round(&inner, strategy.as_ref()).await {
+            Round::Done => {
+                if last != "done" {
+                    info!(strategy = strategy.name(), "autocluster done; watching");
+                    last = "done".into();
+                }
+                true
+            }
+            Round::Again(why) => {
+                if why != last {
+                    info!(strategy = strategy.name(), reason = %why, "autocluster will retry");
+                    last = why;
+                }
+                false
+            }
+        };
+        let base = inner.cfg.retry_interval * if done { 10 } else { 1 };
+        let jitter = rand::thread_rng().gen_range(0..=base.as_millis() as u64 / 2);
+        tokio::select! {
+            _ = tokio::time::sleep(base + Duration::from_millis(jitter)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn round(inner: &Arc<Inner>, s: &dyn Strategy) -> Round {
+    let locked = s.lock().await;
+    if let Ok(Done::Ignore) = locked {
+        // No lock to coordinate with: a little jitter spreads simultaneous starters apart.
+        let ms = rand::thread_rng().gen_range(0..50);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let r = match &locked {
+        Err(e) => Round::Again(format!("lock: {e}")),
+        Ok(_) => discover_and_join(inner, s).await,
+    };
+    // ekka#148: always unlock, even when lock failed.
+    if let Err(e) = s.unlock().await {
+        warn!(error = %e, "autocluster unlock");
+    }
+    let registered = match s.register().await {
+        Ok(_) => true,
+        Err(e) => {
+            warn!(error = %e, "autocluster register");
+            false
+        }
+    };
+    match r {
+        Round::Done if !registered => Round::Again("not registered yet".into()),
+        other => other,
+    }
+}
+
+/// A cluster seen through discovery.
+struct Seen {
+    size: u32,
+    lowest_name: String,
+    addr: String,
+}
+
+async fn discover_and_join(inner: &Arc<Inner>, s: &dyn Strategy) -> Round {
+    let peers = match s.discover().await {
+        Ok(p) => p,
+        Err(e) => return Round::Again(format!("discover: {e}")),
+    };
+    let me = inner.hello().await;
+    let hellos = futures_hello(inner, peers, me.node_id).await;
+    if hellos.is_empty() {
+        return Round::Again("no other live node discovered".into());
+    }
+    if hellos.iter().any(|(_, h)| h.joining || h.cluster_id == 0) {
+        return Round::Again("a discovered node is joining a cluster".into());
+    }
+    let outside: Vec<&(String, HelloReply)> = hellos
+        .iter()
+        .filter(|(_, h)| h.cluster_id != me.cluster_id)
+        .collect();
+    if outside.is_empty() {
+        return Round::Done;
+    }
+    let mut clusters: BTreeMap<u64, Seen> = BTreeMap::new();
+    clusters.insert(
+        me.cluster_id,
+        Seen {
+            size: me.n_members,
+            lowest_name: me.name.clone(),
+            addr: inner.addr.clone(),
+        },
+    );
+    for (addr, h) in &hellos {
+        let e = clusters.entry(h.cluster_id).or_insert_with(|| Seen {
+            size: h.n_members,
+            lowest_name: h.name.clone(),
+            addr: addr.clone(),
+        });
+        e.size = e.size.max(h.n_members);
+        if h.name < e.lowest_name {
+            e.lowest_name = h.name.clone();
+            e.addr = addr.clone();
+        }
+    }
+    let (&best_id, best) = clusters
+        .iter()
+        .max_by(|(_, a), (_, b)| {
+            a.size
+                .cmp(&b.size)
+                .then_with(|| b.lowest_name.cmp(&a.lowest_name))
+        })
+        .expect("holds this node's cluster");
+    if best_id == me.cluster_id {
+        return Round::Again("waiting for other nodes to join this cluster".into());
+    }
+    let live = hellos.len() + 1;
+    if best.size == 1 && live < inner.cfg.bootstrap_expect {
+        return Round::Again(format!(
+            "{live} nodes seen, bootstrap_expect is {}",
+            inner.cfg.bootstrap_expect
+        ));
+    }
+    let heal = me.n_members > 1;
+    if heal {
+        if !(inner.cfg.autoheal && best.size > me.n_members) {
+            return Round::Again(format!(
+                "cluster {} ({} nodes) sees cluster {} ({} nodes); not merging",
+                fmt_id(me.cluster_id),
+                me.n_members,
+                fmt_id(best_id),
+                best.size
+            ));
+        }
+        warn!(
+            from = %fmt_id(me.cluster_id), from_size = me.n_members,
+            to = %fmt_id(best_id), to_size = best.size,
+            "AUTOHEAL: this node leaves its cluster for a larger one it discovered"
+        );
+    }
+    let addr = best.addr.clone();
+    match inner.join_as(&addr, heal).await {
+        Ok(JoinOutcome::Joined { cluster_id }) => {
+            info!(cluster = %fmt_id(cluster_id), via = %addr, "autocluster joined");
+            Round::Again("joined; checking the rest".into())
+        }
+        Ok(JoinOutcome::Ignored(why)) => Round::Again(why),
+        Err(e) if e.code == ErrorCode::AlreadyInCluster => Round::Again("already joined".into()),
+        Err(e) => Round::Again(format!("join {addr}: {e}")),
+    }
+}
+
+/// Hello from every discovered address except this node itself; unreachable nodes are left out.
+async fn futures_hello(
+    inner: &Arc<Inner>,
+    peers: Vec<String>,
+    my_id: u64,
+) -> Vec<(String, HelloReply)> {
+    let mut set = tokio::task::JoinSet::new();
+    for addr in peers {
+        if addr == inner.addr || addr == inner.local_addr.to_string() {
+            continue;
+        }
+        let inner = inner.clone();
+        set.spawn(async move {
+            let h = inner.hello_at(&addr).await;
+            (addr, h)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok((addr, Ok(h))) = r {
+            if h.node_id != my_id {
+                out.push((addr, h));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
