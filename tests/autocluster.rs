@@ -179,3 +179,53 @@ mod dns_server {
         (addr, server)
     }
 }
+
+fn etcd_args(url: &str) -> Vec<String> {
+    [
+        "--discovery",
+        "etcd",
+        "--etcd-endpoints",
+        url,
+        "--etcd-ttl",
+        "3s",
+        "--retry-interval",
+        "200ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn t45_three_agents_form_one_cluster_through_etcd() {
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
+    let mut c = Cluster::new();
+    let args = etcd_args(&etcd.url);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for n in ["n1", "n2", "n3"] {
+        c.start(n, &args);
+    }
+    wait_formed(c.get("n1"), &["n1", "n2", "n3"], WAIT);
+}
+
+#[test]
+fn t46_etcd_stopped_mid_formation_then_restarted() {
+    let Some(mut etcd) = EtcdServer::start() else {
+        return;
+    };
+    let mut c = Cluster::new();
+    let args = etcd_args(&etcd.url);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    c.start("n1", &args);
+    c.start("n2", &args);
+    wait_formed(c.get("n1"), &["n1", "n2"], WAIT);
+    etcd.kill();
+    // n3 boots while etcd is down: it keeps running and retrying.
+    c.start("n3", &args);
+    assert!(c.get_mut("n3").is_running());
+    assert_eq!(running(&c.get("n3").status()), ["n3"]);
+    etcd.restart();
+    wait_formed(c.get("n1"), &["n1", "n2", "n3"], WAIT);
+}

@@ -51,7 +51,7 @@ pub struct AgentArgs {
     /// Shared cluster secret [default: a fixed default, with a warning].
     #[arg(long, env = "EKKA_COOKIE", hide_env_values = true)]
     pub cookie: Option<String>,
-    /// Discovery strategy: manual, singleton, static, dns or exec [default: manual].
+    /// Discovery strategy: manual, singleton, static, dns, etcd or exec [default: manual].
     #[arg(long, env = "EKKA_DISCOVERY", value_name = "KIND")]
     pub discovery: Option<String>,
     /// Seed addresses for the static strategy.
@@ -87,6 +87,23 @@ pub struct AgentArgs {
     /// exec: a shell command that prints one peer address per line.
     #[arg(long, env = "EKKA_EXEC_COMMAND", value_name = "CMD")]
     pub exec_command: Option<String>,
+    /// etcd: client URLs, http://HOST:PORT.
+    #[arg(
+        long,
+        env = "EKKA_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "URL,URL"
+    )]
+    pub etcd_endpoints: Option<Vec<String>>,
+    /// etcd: key prefix [default: ekka].
+    #[arg(long, env = "EKKA_ETCD_PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// etcd: cluster name under the prefix [default: ekka].
+    #[arg(long, env = "EKKA_ETCD_CLUSTER")]
+    pub etcd_cluster: Option<String>,
+    /// etcd: registration lease TTL [default: 10s].
+    #[arg(long, env = "EKKA_ETCD_TTL", value_name = "DUR")]
+    pub etcd_ttl: Option<String>,
     /// Time between autocluster rounds, plus jitter [default: 1s].
     #[arg(long, env = "EKKA_RETRY_INTERVAL", value_name = "DUR")]
     pub retry_interval: Option<String>,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use ekka::{ApiError, ErrorCode, NodeConfig};
-use ekka_node::discovery::{Dns, DnsRecord, Exec, Static, Strategy};
+use ekka_node::discovery::{Dns, DnsRecord, Etcd, EtcdConfig, Exec, Static, Strategy};
 use ekka_node::Discovery;
 use serde::Deserialize;
 
@@ -35,6 +35,10 @@ struct FileConfig {
     dns_port: Option<u16>,
     dns_nameserver: Option<String>,
     exec_command: Option<String>,
+    etcd_endpoints: Option<Vec<String>>,
+    etcd_prefix: Option<String>,
+    etcd_cluster: Option<String>,
+    etcd_ttl: Option<String>,
     retry_interval: Option<String>,
     bootstrap_expect: Option<usize>,
     autoheal: Option<bool>,
@@ -157,9 +161,39 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
                 .ok_or_else(|| invalid("exec_command: the exec strategy needs --exec-command"))?;
             Some(Arc::new(Exec::new(cmd, timeout)))
         }
-        k @ ("etcd" | "k8s" | "mcast") => {
+        "etcd" => {
+            let endpoints = args
+                .etcd_endpoints
+                .clone()
+                .or(file.etcd_endpoints.clone())
+                .unwrap_or_default();
+            let ttl = match args.etcd_ttl.clone().or(file.etcd_ttl.clone()) {
+                Some(t) => duration("etcd_ttl", &t)?,
+                None => std::time::Duration::from_secs(10),
+            };
+            let cfg = EtcdConfig {
+                endpoints,
+                prefix: args
+                    .etcd_prefix
+                    .clone()
+                    .or(file.etcd_prefix.clone())
+                    .unwrap_or_else(|| "ekka".into()),
+                cluster: args
+                    .etcd_cluster
+                    .clone()
+                    .or(file.etcd_cluster.clone())
+                    .unwrap_or_else(|| "ekka".into()),
+                addr: node.advertise.clone().unwrap_or_else(|| node.listen.clone()),
+                ttl,
+                lock_timeout: std::time::Duration::from_secs(10),
+                timeout,
+            };
+            let e = Etcd::new(cfg).map_err(|e| invalid(format!("etcd: {e}")))?;
+            Some(Arc::new(e))
+        }
+        k @ ("k8s" | "mcast") => {
             return Err(invalid(format!(
-                "discovery: {k} is not available in this version (manual, singleton, static, dns, exec)"
+                "discovery: {k} is not available in this version (manual, singleton, static, dns, etcd, exec)"
             )))
         }
         other => {

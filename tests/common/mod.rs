@@ -351,3 +351,72 @@ pub fn wait_formed(a: &Agent, names: &[&str], limit: Duration) {
         },
     );
 }
+
+/// A real etcd (Debian `etcd-server`) on free loopback ports; restartable on the same ports and
+/// data. `None` when etcd is missing and `EKKA_REQUIRE_ETCD` is not `1`.
+pub struct EtcdServer {
+    pub url: String,
+    peer_port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl EtcdServer {
+    pub fn start() -> Option<EtcdServer> {
+        if Command::new("etcd").arg("--version").output().is_err() {
+            assert!(
+                std::env::var("EKKA_REQUIRE_ETCD").as_deref() != Ok("1"),
+                "EKKA_REQUIRE_ETCD=1 but no etcd binary (apt-get install etcd-server)"
+            );
+            eprintln!("etcd not installed: skipping");
+            return None;
+        }
+        let client = free_port_on(&["127.0.0.1"]);
+        let mut e = EtcdServer {
+            url: format!("http://127.0.0.1:{client}"),
+            peer_port: free_port_on(&["127.0.0.1"]),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        };
+        e.restart();
+        Some(e)
+    }
+
+    pub fn restart(&mut self) {
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new("etcd")
+            .args(["--name", "t", "--listen-client-urls", &self.url])
+            .args(["--advertise-client-urls", &self.url])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("t={peer}")])
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        self.child = Some(child);
+        let addr = self.url.trim_start_matches("http://").to_string();
+        wait_until(Duration::from_secs(30), "etcd accepts connections", || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -6,12 +6,14 @@
 //! nothing here panics on what a peer, a DNS server or a command returns.
 
 mod dns;
+mod etcd;
 mod exec;
 mod static_seeds;
 
 use std::time::Duration;
 
 pub use dns::{Dns, DnsRecord};
+pub use etcd::{Etcd, EtcdConfig};
 pub use exec::Exec;
 pub use static_seeds::Static;
 
@@ -55,6 +57,9 @@ pub enum DiscoveryError {
 pub trait Strategy: Send + Sync + 'static {
     /// Short name for logs: `static`, `dns`, ...
     fn name(&self) -> &'static str;
+
+    /// Told this node's advertised address once the node is bound (it may have asked for port 0).
+    fn bind(&self, _addr: &str) {}
 
     async fn discover(&self) -> Result<Vec<String>, DiscoveryError>;
 

@@ -187,6 +187,7 @@ impl Node {
         inner.after_start().await?;
         tokio::spawn(crate::monitor::run(inner.clone()));
         if let Some(d) = inner.cfg.discovery.clone() {
+            d.0.bind(&inner.addr);
             tokio::spawn(crate::autocluster::run(inner.clone(), d.0));
         }
         Ok(Node { inner })
