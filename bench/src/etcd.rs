@@ -16,6 +16,7 @@ pub struct Etcd {
 
 struct Member {
     client: String,
+    url: String,
     child: Option<Child>,
 }
 
@@ -92,6 +93,7 @@ impl Etcd {
                 .context("etcd is not installed (apt-get install etcd-server)")?;
             members.push(Member {
                 client: format!("127.0.0.1:{c}"),
+                url: format!("http://127.0.0.1:{c}"),
                 child: Some(child),
             });
         }
@@ -119,6 +121,11 @@ impl Etcd {
                     .to_string()
             })
             .unwrap_or_default()
+    }
+
+    /// A client URL of the first member.
+    pub fn url(&self) -> &str {
+        &self.members[0].url
     }
 
     pub fn pids(&self) -> Vec<u32> {

@@ -2,7 +2,7 @@
 //! `etcd-server`) side by side where there is a peer figure, printing each figure and the ratio.
 //! Not a test: nothing here asserts a timing.
 //!
-//! Run: `cargo build --release && cargo run --release -p ekka-bench -- [--trials N] [--only up|join|failover|detect|etcd|rss]`
+//! Run: `cargo build --release && cargo run --release -p ekka-bench -- [--trials N] [--only up|join|failover|detect|etcd|autocluster|rss]`
 
 mod etcd;
 mod proc;
@@ -191,6 +191,84 @@ async fn bench_detect(trials: usize) -> Result<()> {
     Ok(())
 }
 
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts n agents at once with the same discovery settings; time until one cluster with all
+/// n up (no command typed).
+async fn autocluster_once(n: usize, strategy: &str, flags: &[String]) -> Result<f64> {
+    let d = tempfile::tempdir()?;
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_>>()?;
+    let seeds: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut args = vec!["--discovery".to_string(), strategy.to_string()];
+    if strategy == "static" {
+        args.extend(["--seeds".to_string(), seeds.join(",")]);
+    }
+    // Default retry interval (1 s + jitter): the figure is what a user gets out of the box.
+    args.extend(flags.iter().cloned());
+    let t0 = Instant::now();
+    let mut starts = Vec::new();
+    for (i, s) in seeds.iter().enumerate() {
+        let (dir, args) = (d.path().to_path_buf(), args.clone());
+        let (name, listen) = (format!("n{i}"), s.clone());
+        starts.push(tokio::spawn(async move {
+            Agent::start_with(&dir, &name, &listen, &args).await
+        }));
+    }
+    let mut agents = Vec::new();
+    for s in starts {
+        agents.push(s.await??);
+    }
+    let c = Client::new(&agents[0].addr, COOKIE)?;
+    wait_for(Duration::from_secs(60), || async {
+        c.status()
+            .await
+            .is_ok_and(|s| s.members.len() == n && s.members.iter().all(|m| m.status == Status::Up))
+    })
+    .await?;
+    Ok(ms(t0.elapsed()))
+}
+
+async fn bench_autocluster(trials: usize, etcd_url: Option<&str>) -> Result<()> {
+    for n in [3usize, 5, 10] {
+        let mut v = Vec::new();
+        for _ in 0..trials.min(10) {
+            v.push(autocluster_once(n, "static", &[]).await?);
+        }
+        line(
+            &format!("autocluster static, {n} agents at once -> formed (ms)"),
+            &v,
+            "ms",
+        );
+    }
+    if let Some(url) = etcd_url {
+        for n in [3usize, 5, 10] {
+            let mut v = Vec::new();
+            for t in 0..trials.min(10) {
+                let args: Vec<String> = [
+                    "--etcd-endpoints",
+                    url,
+                    "--etcd-cluster",
+                    &format!("bench-{n}-{t}"),
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                v.push(autocluster_once(n, "etcd", &args).await?);
+            }
+            line(
+                &format!("autocluster etcd, {n} agents at once -> formed (ms)"),
+                &v,
+                "ms",
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn bench_rss(etcd: &Option<etcd::Etcd>) -> Result<()> {
     let d = tempfile::tempdir()?;
     let (agents, _) = form(d.path(), 3).await?;
@@ -249,7 +327,7 @@ async fn main() -> Result<()> {
     if want("detect") {
         bench_detect(trials).await?;
     }
-    if !(want("etcd") || want("rss")) {
+    if !(want("etcd") || want("rss") || want("autocluster")) {
         return Ok(());
     }
     let etcd = match etcd::Etcd::start_cluster(3).await {
@@ -287,6 +365,11 @@ async fn main() -> Result<()> {
             );
         }
     }
-    bench_rss(&etcd).await?;
+    if want("autocluster") {
+        bench_autocluster(trials, etcd.as_ref().map(|e| e.url())).await?;
+    }
+    if want("rss") {
+        bench_rss(&etcd).await?;
+    }
     Ok(())
 }

@@ -23,15 +23,29 @@ pub struct Agent {
     pub name: String,
     pub addr: String,
     dir: PathBuf,
+    listen: String,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl Agent {
     pub async fn start(dir: &Path, name: &str) -> Result<Agent> {
+        Self::start_with(dir, name, "127.0.0.1:0", &[]).await
+    }
+
+    /// Starts an agent listening on `listen` with extra flags (discovery settings).
+    pub async fn start_with(
+        dir: &Path,
+        name: &str,
+        listen: &str,
+        extra: &[String],
+    ) -> Result<Agent> {
         let mut a = Agent {
             name: name.to_string(),
             addr: String::new(),
             dir: dir.join(name),
+            listen: listen.to_string(),
+            extra: extra.to_vec(),
             child: None,
         };
         a.restart().await?;
@@ -41,14 +55,9 @@ impl Agent {
     pub async fn restart(&mut self) -> Result<()> {
         let mut child = Command::new(ekka_bin())
             .arg("agent")
-            .args([
-                "--name",
-                &self.name,
-                "--listen",
-                "127.0.0.1:0",
-                "--cookie",
-                COOKIE,
-            ])
+            .args(["--name", &self.name, "--listen", &self.listen])
+            .args(["--cookie", COOKIE])
+            .args(&self.extra)
             .arg("--data-dir")
             .arg(&self.dir)
             .env("EKKA_LOG", "warn")

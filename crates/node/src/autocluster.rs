@@ -1,5 +1,5 @@
-//! The autocluster loop: lock → discover → join → register → unlock (always), every
-//! `retry_interval` with jitter, until this node is registered and every discovered live node is
+//! The autocluster loop: lock → discover → join → register → unlock (always), retrying with a
+//! delay that doubles from 50 ms up to `retry_interval` (plus jitter), until this node is registered and every discovered live node is
 //! in its cluster; then it keeps watching at a tenth of the pace. Decided by cluster identity,
 //! not node age:
 //!
@@ -36,28 +36,35 @@ enum Round {
 pub(crate) async fn run(inner: Arc<Inner>, strategy: Arc<dyn Strategy>) {
     let mut shutdown = inner.shutdown.subscribe();
     let mut last = String::new();
+    // Rounds since the outcome last changed: the delay doubles from 50 ms up to retry_interval,
+    // so a forming cluster converges fast and a stuck one settles at the configured pace.
+    let mut same = 0u32;
     loop {
         if !inner.autocluster.load(Ordering::SeqCst) {
             info!("autocluster disabled");
             return;
         }
-        let done = match round(&inner, strategy.as_ref()).await {
-            Round::Done => {
-                if last != "done" {
-                    info!(strategy = strategy.name(), "autocluster done; watching");
-                    last = "done".into();
-                }
-                true
-            }
-            Round::Again(why) => {
-                if why != last {
-                    info!(strategy = strategy.name(), reason = %why, "autocluster will retry");
-                    last = why;
-                }
-                false
-            }
+        let (done, now) = match round(&inner, strategy.as_ref()).await {
+            Round::Done => (true, "done".to_string()),
+            Round::Again(why) => (false, why),
         };
-        let base = inner.cfg.retry_interval * if done { 10 } else { 1 };
+        if now == last {
+            same = same.saturating_add(1);
+        } else {
+            if done {
+                info!(strategy = strategy.name(), "autocluster done; watching");
+            } else {
+                info!(strategy = strategy.name(), reason = %now, "autocluster will retry");
+            }
+            last = now;
+            same = 0;
+        }
+        let ramp = Duration::from_millis(50).saturating_mul(1u32 << same.min(10));
+        let base = if done {
+            inner.cfg.retry_interval * 10
+        } else {
+            ramp.min(inner.cfg.retry_interval)
+        };
         let jitter = rand::thread_rng().gen_range(0..=base.as_millis() as u64 / 2);
         tokio::select! {
             _ = tokio::time::sleep(base + Duration::from_millis(jitter)) => {}
