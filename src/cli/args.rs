@@ -51,7 +51,7 @@ pub struct AgentArgs {
     /// Shared cluster secret [default: a fixed default, with a warning].
     #[arg(long, env = "EKKA_COOKIE", hide_env_values = true)]
     pub cookie: Option<String>,
-    /// Discovery strategy: manual, singleton, static, dns, etcd or exec [default: manual].
+    /// Discovery strategy: manual, singleton, static, dns, etcd, k8s or exec [default: manual].
     #[arg(long, env = "EKKA_DISCOVERY", value_name = "KIND")]
     pub discovery: Option<String>,
     /// Seed addresses for the static strategy.
@@ -104,6 +104,30 @@ pub struct AgentArgs {
     /// etcd: registration lease TTL [default: 10s].
     #[arg(long, env = "EKKA_ETCD_TTL", value_name = "DUR")]
     pub etcd_ttl: Option<String>,
+    /// k8s: the service whose endpoints are the agents.
+    #[arg(long, env = "EKKA_K8S_SERVICE")]
+    pub k8s_service: Option<String>,
+    /// k8s: namespace [default: the pod's, else default].
+    #[arg(long, env = "EKKA_K8S_NAMESPACE")]
+    pub k8s_namespace: Option<String>,
+    /// k8s: API server URL [default: from KUBERNETES_SERVICE_HOST/PORT].
+    #[arg(long, env = "EKKA_K8S_APISERVER", value_name = "URL")]
+    pub k8s_apiserver: Option<String>,
+    /// k8s: ip, dns or hostname [default: ip].
+    #[arg(long, env = "EKKA_K8S_ADDRESS_TYPE")]
+    pub k8s_address_type: Option<String>,
+    /// k8s: suffix of dns/hostname names, e.g. svc.cluster.local.
+    #[arg(long, env = "EKKA_K8S_SUFFIX")]
+    pub k8s_suffix: Option<String>,
+    /// k8s: the agents' port [default: this agent's listen port].
+    #[arg(long, env = "EKKA_K8S_PORT")]
+    pub k8s_port: Option<u16>,
+    /// k8s: bearer token file [default: the service account's].
+    #[arg(long, env = "EKKA_K8S_TOKEN_FILE", value_name = "FILE")]
+    pub k8s_token_file: Option<std::path::PathBuf>,
+    /// k8s: CA certificate file [default: the service account's].
+    #[arg(long, env = "EKKA_K8S_CA_FILE", value_name = "FILE")]
+    pub k8s_ca_file: Option<std::path::PathBuf>,
     /// Time between autocluster rounds, plus jitter [default: 1s].
     #[arg(long, env = "EKKA_RETRY_INTERVAL", value_name = "DUR")]
     pub retry_interval: Option<String>,

@@ -7,7 +7,9 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use ekka::{ApiError, ErrorCode, NodeConfig};
-use ekka_node::discovery::{Dns, DnsRecord, Etcd, EtcdConfig, Exec, Static, Strategy};
+use ekka_node::discovery::{
+    Dns, DnsRecord, Etcd, EtcdConfig, Exec, K8s, K8sConfig, Static, Strategy,
+};
 use ekka_node::Discovery;
 use serde::Deserialize;
 
@@ -39,6 +41,14 @@ struct FileConfig {
     etcd_prefix: Option<String>,
     etcd_cluster: Option<String>,
     etcd_ttl: Option<String>,
+    k8s_service: Option<String>,
+    k8s_namespace: Option<String>,
+    k8s_apiserver: Option<String>,
+    k8s_address_type: Option<String>,
+    k8s_suffix: Option<String>,
+    k8s_port: Option<u16>,
+    k8s_token_file: Option<PathBuf>,
+    k8s_ca_file: Option<PathBuf>,
     retry_interval: Option<String>,
     bootstrap_expect: Option<usize>,
     autoheal: Option<bool>,
@@ -191,10 +201,45 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
             let e = Etcd::new(cfg).map_err(|e| invalid(format!("etcd: {e}")))?;
             Some(Arc::new(e))
         }
-        k @ ("k8s" | "mcast") => {
-            return Err(invalid(format!(
-                "discovery: {k} is not available in this version (manual, singleton, static, dns, etcd, exec)"
-            )))
+        "k8s" => {
+            let service = args
+                .k8s_service
+                .clone()
+                .or(file.k8s_service.clone())
+                .ok_or_else(|| invalid("k8s_service: the k8s strategy needs --k8s-service"))?;
+            let listen_port = node
+                .listen
+                .parse::<std::net::SocketAddr>()
+                .map(|a| a.port())
+                .unwrap_or(0);
+            let mut k = K8sConfig::from_pod(service, args.k8s_port.or(file.k8s_port).unwrap_or(listen_port));
+            if let Some(v) = args.k8s_namespace.clone().or(file.k8s_namespace.clone()) {
+                k.namespace = v;
+            }
+            if let Some(v) = args.k8s_apiserver.clone().or(file.k8s_apiserver.clone()) {
+                k.apiserver = v;
+            }
+            if let Some(v) = args.k8s_address_type.clone().or(file.k8s_address_type.clone()) {
+                k.address_type = v
+                    .parse()
+                    .map_err(|e: String| invalid(format!("k8s_address_type: {e}")))?;
+            }
+            if let Some(v) = args.k8s_suffix.clone().or(file.k8s_suffix.clone()) {
+                k.suffix = v;
+            }
+            if let Some(v) = args.k8s_token_file.clone().or(file.k8s_token_file.clone()) {
+                k.token_file = Some(v);
+            }
+            if let Some(v) = args.k8s_ca_file.clone().or(file.k8s_ca_file.clone()) {
+                k.ca_file = Some(v);
+            }
+            let k = K8s::new(k).map_err(|e| invalid(format!("k8s: {e}")))?;
+            Some(Arc::new(k))
+        }
+        "mcast" => {
+            return Err(invalid(
+                "discovery: mcast is not available in this version (manual, singleton, static, dns, etcd, k8s, exec)",
+            ))
         }
         other => {
             return Err(invalid(format!(

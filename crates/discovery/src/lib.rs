@@ -8,6 +8,7 @@
 mod dns;
 mod etcd;
 mod exec;
+mod k8s;
 mod static_seeds;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use std::time::Duration;
 pub use dns::{Dns, DnsRecord};
 pub use etcd::{Etcd, EtcdConfig};
 pub use exec::Exec;
+pub use k8s::{AddressType, K8s, K8sConfig};
 pub use static_seeds::Static;
 
 /// The default time a strategy call may take.
