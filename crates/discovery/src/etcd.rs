@@ -84,10 +84,7 @@ impl Etcd {
         if cfg.ttl < Duration::from_secs(2) {
             return Err(failed("the lease TTL must be at least 2s".into()));
         }
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .build()
-            .map_err(|e| failed(format!("http client: {e}")))?;
+        let http = crate::http_client("etcd", cfg.timeout, None)?;
         Ok(Etcd {
             addr: Mutex::new(cfg.addr.clone()),
             cfg,

@@ -118,17 +118,13 @@ impl K8s {
         if cfg.port == 0 {
             return Err(failed("no agent port (--k8s-port)".into()));
         }
-        // Our TLS uses rustls with the ring provider; a second install is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut b = reqwest::Client::builder().timeout(cfg.timeout);
-        if let Some(ca) = &cfg.ca_file {
-            let pem =
-                std::fs::read(ca).map_err(|e| failed(format!("CA file {}: {e}", ca.display())))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| failed(format!("CA file {}: {e}", ca.display())))?;
-            b = b.tls_certs_only([cert]);
-        }
-        let http = b.build().map_err(|e| failed(format!("http client: {e}")))?;
+        let ca = match &cfg.ca_file {
+            Some(p) => Some(
+                std::fs::read(p).map_err(|e| failed(format!("CA file {}: {e}", p.display())))?,
+            ),
+            None => None,
+        };
+        let http = crate::http_client("k8s", cfg.timeout, ca.as_deref())?;
         Ok(K8s { cfg, http })
     }
 

@@ -82,6 +82,23 @@ pub trait Strategy: Send + Sync + 'static {
     }
 }
 
+/// An HTTP client for the strategies that speak HTTP (etcd, k8s). TLS is rustls with the ring
+/// provider, installed here once for the process (a second install is a harmless no-op).
+pub(crate) fn http_client(
+    strategy: &'static str,
+    timeout: Duration,
+    ca_pem: Option<&[u8]>,
+) -> Result<reqwest::Client, DiscoveryError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let failed = |message: String| DiscoveryError::Failed { strategy, message };
+    let mut b = reqwest::Client::builder().timeout(timeout);
+    if let Some(pem) = ca_pem {
+        let cert = reqwest::Certificate::from_pem(pem).map_err(|e| failed(format!("CA: {e}")))?;
+        b = b.tls_certs_only([cert]);
+    }
+    b.build().map_err(|e| failed(format!("http client: {e}")))
+}
+
 /// Sorts, deduplicates and validates discovered addresses.
 pub(crate) fn clean(
     strategy: &'static str,
