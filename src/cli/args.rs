@@ -51,7 +51,8 @@ pub struct AgentArgs {
     /// Shared cluster secret [default: a fixed default, with a warning].
     #[arg(long, env = "EKKA_COOKIE", hide_env_values = true)]
     pub cookie: Option<String>,
-    /// Discovery strategy: manual, singleton, static, dns, etcd, k8s or exec [default: manual].
+    /// Discovery strategy: manual, singleton, static, dns, etcd, k8s, mcast or exec
+    /// [default: manual].
     #[arg(long, env = "EKKA_DISCOVERY", value_name = "KIND")]
     pub discovery: Option<String>,
     /// Seed addresses for the static strategy.
@@ -128,6 +129,18 @@ pub struct AgentArgs {
     /// k8s: CA certificate file [default: the service account's].
     #[arg(long, env = "EKKA_K8S_CA_FILE", value_name = "FILE")]
     pub k8s_ca_file: Option<std::path::PathBuf>,
+    /// mcast: multicast group [default: 239.192.0.1].
+    #[arg(long, env = "EKKA_MCAST_GROUP", value_name = "IP")]
+    pub mcast_group: Option<std::net::Ipv4Addr>,
+    /// mcast: UDP port [default: 4369].
+    #[arg(long, env = "EKKA_MCAST_PORT")]
+    pub mcast_port: Option<u16>,
+    /// mcast: interface address to join on [default: 0.0.0.0].
+    #[arg(long, env = "EKKA_MCAST_IFACE", value_name = "IP")]
+    pub mcast_iface: Option<std::net::Ipv4Addr>,
+    /// mcast: cluster name carried in packets [default: ekka].
+    #[arg(long, env = "EKKA_MCAST_CLUSTER")]
+    pub mcast_cluster: Option<String>,
     /// Time between autocluster rounds, plus jitter [default: 1s].
     #[arg(long, env = "EKKA_RETRY_INTERVAL", value_name = "DUR")]
     pub retry_interval: Option<String>,

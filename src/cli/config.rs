@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ekka::{ApiError, ErrorCode, NodeConfig};
 use ekka_node::discovery::{
-    Dns, DnsRecord, Etcd, EtcdConfig, Exec, K8s, K8sConfig, Static, Strategy,
+    Dns, DnsRecord, Etcd, EtcdConfig, Exec, K8s, K8sConfig, Mcast, McastConfig, Static, Strategy,
 };
 use ekka_node::Discovery;
 use serde::Deserialize;
@@ -49,6 +49,10 @@ struct FileConfig {
     k8s_port: Option<u16>,
     k8s_token_file: Option<PathBuf>,
     k8s_ca_file: Option<PathBuf>,
+    mcast_group: Option<std::net::Ipv4Addr>,
+    mcast_port: Option<u16>,
+    mcast_iface: Option<std::net::Ipv4Addr>,
+    mcast_cluster: Option<String>,
     retry_interval: Option<String>,
     bootstrap_expect: Option<usize>,
     autoheal: Option<bool>,
@@ -237,9 +241,27 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
             Some(Arc::new(k))
         }
         "mcast" => {
-            return Err(invalid(
-                "discovery: mcast is not available in this version (manual, singleton, static, dns, etcd, k8s, exec)",
-            ))
+            let m = McastConfig {
+                group: args
+                    .mcast_group
+                    .or(file.mcast_group)
+                    .unwrap_or(std::net::Ipv4Addr::new(239, 192, 0, 1)),
+                port: args.mcast_port.or(file.mcast_port).unwrap_or(4369),
+                iface: args
+                    .mcast_iface
+                    .or(file.mcast_iface)
+                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                ttl: 1,
+                cluster: args
+                    .mcast_cluster
+                    .clone()
+                    .or(file.mcast_cluster.clone())
+                    .unwrap_or_else(|| "ekka".into()),
+                cookie: node.cookie.clone(),
+                wait: std::time::Duration::from_millis(500),
+            };
+            let m = Mcast::new(m).map_err(|e| invalid(format!("mcast: {e}")))?;
+            Some(Arc::new(m))
         }
         other => {
             return Err(invalid(format!(

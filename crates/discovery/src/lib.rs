@@ -9,6 +9,7 @@ mod dns;
 mod etcd;
 mod exec;
 mod k8s;
+mod mcast;
 mod static_seeds;
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ pub use dns::{Dns, DnsRecord};
 pub use etcd::{Etcd, EtcdConfig};
 pub use exec::Exec;
 pub use k8s::{AddressType, K8s, K8sConfig};
+pub use mcast::{Mcast, McastConfig};
 pub use static_seeds::Static;
 
 /// The default time a strategy call may take.
