@@ -95,6 +95,37 @@ fn t42_two_clusters_formed_apart_merge_once_they_see_each_other() {
 }
 
 #[test]
+fn t47_two_static_seed_groups_merge_once_they_see_each_other() {
+    let mut c = Cluster::new();
+    let port = |_| free_port_on(&["127.0.0.1"]);
+    let a: Vec<String> = (0..2).map(port).map(|p| format!("127.0.0.1:{p}")).collect();
+    let b: Vec<String> = (0..3).map(port).map(|p| format!("127.0.0.1:{p}")).collect();
+    // Group a lists everyone; group b only itself. a forms first, alone.
+    let all = [a.clone(), b.clone()].concat().join(",");
+    let only_b = b.join(",");
+    for (i, addr) in a.iter().enumerate() {
+        let mut args = vec!["--listen", addr, "--discovery", "static", "--seeds", &all];
+        args.extend(FAST);
+        c.start(&format!("a{}", i + 1), &args);
+    }
+    wait_formed(c.get("a1"), &["a1", "a2"], WAIT);
+    for (i, addr) in b.iter().enumerate() {
+        let mut args = vec![
+            "--listen",
+            addr,
+            "--discovery",
+            "static",
+            "--seeds",
+            &only_b,
+        ];
+        args.extend(FAST);
+        c.start(&format!("b{}", i + 1), &args);
+    }
+    // b forms apart (it cannot see a); a sees b's larger cluster and merges into it.
+    wait_formed(c.get("b1"), &["a1", "a2", "b1", "b2", "b3"], WAIT);
+}
+
+#[test]
 fn t43_leave_on_an_autoclustered_node_stays_out() {
     let mut c = Cluster::new();
     let list = c.path("peers.txt");
@@ -120,9 +151,15 @@ fn t43_leave_on_an_autoclustered_node_stays_out() {
 }
 
 #[test]
-fn t44_dns_a_records_form_a_cluster_on_three_loopback_addresses() {
+fn t44_five_agents_at_once_with_dns_a_records_on_five_loopback_addresses() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+    let ips = [
+        "127.0.0.1",
+        "127.0.0.2",
+        "127.0.0.3",
+        "127.0.0.4",
+        "127.0.0.5",
+    ];
     let port = free_port_on(&ips);
     let (dns, server) = rt.block_on(dns_server::start(&ips));
     let ns = dns.to_string();
@@ -142,7 +179,7 @@ fn t44_dns_a_records_form_a_cluster_on_three_loopback_addresses() {
         args.extend(FAST);
         c.start(&format!("n{}", i + 1), &args);
     }
-    wait_formed(c.get("n1"), &["n1", "n2", "n3"], WAIT);
+    wait_formed(c.get("n1"), &["n1", "n2", "n3", "n4", "n5"], WAIT);
     drop(server);
     drop(rt);
 }
