@@ -266,3 +266,119 @@ fn t46_etcd_stopped_mid_formation_then_restarted() {
     etcd.restart();
     wait_formed(c.get("n1"), &["n1", "n2", "n3"], WAIT);
 }
+
+#[test]
+fn t48_three_agents_form_one_cluster_through_the_kubernetes_api() {
+    let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+    let port = free_port_on(&ips);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = rt.block_on(k8s_api::start(&ips));
+    let mut c = Cluster::new();
+    let token = c.path("token");
+    std::fs::write(&token, "t0ken").unwrap();
+    let token = token.to_str().unwrap().to_string();
+    let url = format!("http://{api}");
+    for (i, ip) in ips.iter().enumerate() {
+        let listen = format!("{ip}:{port}");
+        let mut args = vec![
+            "--listen",
+            &listen,
+            "--discovery",
+            "k8s",
+            "--k8s-apiserver",
+            &url,
+        ];
+        args.extend(["--k8s-namespace", "prod", "--k8s-service", "ekka"]);
+        args.extend(["--k8s-token-file", &token]);
+        args.extend(FAST);
+        c.start(&format!("n{}", i + 1), &args);
+    }
+    wait_formed(c.get("n1"), &["n1", "n2", "n3"], WAIT);
+    drop(rt);
+}
+
+/// A Kubernetes API stand-in: one EndpointSlice of service `ekka` in `prod` listing the
+/// given loopback addresses (plus a not-ready one that must be ignored).
+mod k8s_api {
+    use axum::http::HeaderMap;
+    use axum::routing::get;
+    use axum::{Json, Router};
+    use serde_json::{json, Value};
+
+    pub async fn start(ips: &[&str]) -> std::net::SocketAddr {
+        let endpoints: Vec<Value> = ips
+            .iter()
+            .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}}))
+            .chain([json!({"addresses": ["127.0.0.99"], "conditions": {"ready": false}})])
+            .collect();
+        let body = json!({
+            "kind": "EndpointSliceList",
+            "apiVersion": "discovery.k8s.io/v1",
+            "metadata": {},
+            "items": [{"metadata": {"name": "ekka-x"}, "addressType": "IPv4", "endpoints": endpoints}],
+        });
+        let app = Router::new().route(
+            "/apis/discovery.k8s.io/v1/namespaces/prod/endpointslices",
+            get(move |h: HeaderMap| {
+                let body = body.clone();
+                async move {
+                    assert_eq!(h.get("authorization").unwrap(), "Bearer t0ken");
+                    Json(body)
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        addr
+    }
+}
+
+#[test]
+fn t49_three_agents_form_one_cluster_by_multicast_inside_a_network_namespace() {
+    let exe = std::env::current_exe().unwrap();
+    let script = format!(
+        "ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec {} --exact t49_body --nocapture --test-threads=1",
+        exe.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .env("EKKA_T49_IN_NETNS", "1")
+        .output();
+    let required = std::env::var("EKKA_REQUIRE_NETNS").as_deref() == Ok("1");
+    let out = match out {
+        Ok(o) if o.status.success() || required => o,
+        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("not permitted") => {
+            eprintln!("unshare --net not permitted: skipping");
+            return;
+        }
+        Ok(o) => o,
+        Err(e) => {
+            assert!(!required, "cannot run unshare: {e}");
+            eprintln!("unshare unavailable: skipping");
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("T49-OK"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs only inside the namespace made by t49: multicast never reaches the host network.
+#[test]
+fn t49_body() {
+    if std::env::var("EKKA_T49_IN_NETNS").is_err() {
+        return;
+    }
+    let mut c = Cluster::new();
+    for n in ["n1", "n2", "n3"] {
+        let mut args = vec!["--discovery", "mcast", "--mcast-cluster", "t49"];
+        args.extend(FAST);
+        c.start(n, &args);
+    }
+    wait_formed(c.get("n1"), &["n1", "n2", "n3"], WAIT);
+    println!("T49-OK");
+}
