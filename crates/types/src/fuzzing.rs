@@ -1,21 +1,60 @@
-//! The body of the `apply` fuzz target: decodes bytes into a sequence of leader-stamped commands,
-//! applies them to a fresh `ClusterState`, and checks the invariants after every step.
+//! The body of the `apply` fuzz target: decodes bytes into a sequence of log entries, applies them
+//! to a fresh `ClusterState`, and checks every step against the rules of `apply`.
 //!
-//! Also replayed over the committed corpus by a stable test (`tests/fuzz_corpus.rs`).
+//! Shared by the cargo-fuzz target (`fuzz/fuzz_targets/apply.rs`) and the stable test that replays
+//! the committed corpus (`tests/fuzz_corpus.rs`). Pure: no clock, no randomness, no I/O.
+//!
+//! # Encoding
+//!
+//! Each step starts with a control byte: the low nibble picks the entry kind, the high nibble the
+//! log index (`0`: the same index again, `1`: one back, `2`: a gap of two, `3`: a gap of 1000,
+//! anything else: the next index). The kind then reads its own field bytes:
+//!
+//! | low nibble | entry          | field bytes                              |
+//! |------------|----------------|------------------------------------------|
+//! | 0          | `Bootstrap`    | cluster id, id, name, addr, max_voters   |
+//! | 1..=4      | `AddMember`    | id, name, addr                           |
+//! | 5, 6       | `MarkUp`       | id, addr (none when the byte is ≥ 128)   |
+//! | 7          | `MarkDown`     | id                                       |
+//! | 8          | `MarkLeaving`  | id                                       |
+//! | 9..=11     | `SetRoles`     | voter bits, learner bits (ids 1..=8)     |
+//! | 12, 13     | `RemoveMember` | id (bit 7: `Removed`, else `Left`)       |
+//! | 14         | `Noop`         | -                                        |
+//! | 15         | a blank entry  | - (`ClusterState::advance`)              |
+//!
+//! Ids, names and addresses come from small pools (ids 1..=8, names n1..n8, four addresses) so that
+//! commands collide, with a few invalid or edge values mixed in. Bytes past the end read as 0.
 
-use crate::command::{Command, RemoveReason, Request};
+use std::collections::BTreeSet;
+
+use crate::check::{check_addr, check_name};
+use crate::command::{Command, RemoveReason, Request, Response};
+use crate::id::NodeId;
+use crate::limits::{MAX_ADDR_BYTES, MAX_MEMBERS, MAX_NAME_BYTES, MAX_VOTERS_LIMIT};
+use crate::member::{Member, Role, Status};
 use crate::state::ClusterState;
 
-const NAMES: [&str; 8] = ["n1", "n2", "n3", "n4", "n5", "n6", "bad name", ""];
-const ADDRS: [&str; 6] = [
-    "127.0.0.1:1",
-    "127.0.0.1:2",
-    "127.0.0.1:3",
-    "[::1]:4",
-    "nowhere",
-    "h:0",
+/// Most steps one input decodes into; the rest of a longer input is ignored.
+pub const MAX_STEPS: usize = 4096;
+
+const VALID_ADDRS: [&str; 4] = [
+    "127.0.0.1:4370",
+    "127.0.0.2:4370",
+    "[::1]:4370",
+    "node.example:1",
 ];
-const MAX_VOTERS: [u32; 6] = [1, 3, 5, 4, 0, 11];
+
+/// `max_voters` values: the valid odd ones first, then invalid ones.
+const MAX_VOTERS: [u32; 10] = [1, 3, 5, 7, 9, 0, 2, 4, 11, u32::MAX];
+
+/// One committed log entry as the store hands it to the state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// A leader-stamped command, applied with [`ClusterState::apply`].
+    Normal(Request),
+    /// An entry without a command, recorded with [`ClusterState::advance`].
+    Blank,
+}
 
 /// Reads bytes, yielding 0 past the end.
 struct Bytes<'a>(&'a [u8]);
@@ -32,121 +71,477 @@ impl Bytes<'_> {
     }
 }
 
-fn ids_from_bits(bits: u8) -> Vec<u64> {
-    (0..8)
+fn id(b: u8) -> NodeId {
+    match b {
+        255 => NodeId::MAX,
+        254 => 0,
+        _ => NodeId::from(b % 8) + 1,
+    }
+}
+
+fn name(b: u8) -> String {
+    match b % 16 {
+        0..=11 => format!("n{}", b % 8 + 1),
+        12 => String::new(),
+        13 => "bad name".into(),
+        14 => "x".repeat(MAX_NAME_BYTES + 1),
+        _ => "a".repeat(MAX_NAME_BYTES),
+    }
+}
+
+fn addr(b: u8) -> String {
+    match b % 16 {
+        0..=11 => VALID_ADDRS[usize::from(b) % VALID_ADDRS.len()].into(),
+        12 => "nowhere".into(),
+        13 => "h:0".into(),
+        14 => ":4370".into(),
+        _ => format!("{}:1", "h".repeat(MAX_ADDR_BYTES)),
+    }
+}
+
+fn ids_from_bits(bits: u8) -> Vec<NodeId> {
+    (0..8u64)
         .filter(|i| bits & (1 << i) != 0)
         .map(|i| i + 1)
         .collect()
 }
 
-/// Decodes `data` into `(log index, request)` steps. Every 4 bytes make one step.
-pub fn decode(data: &[u8]) -> Vec<(u64, Request)> {
+/// Decodes `data` into `(log index, entry)` steps; see the module docs for the encoding.
+pub fn decode(data: &[u8]) -> Vec<(u64, Entry)> {
     let mut b = Bytes(data);
     let mut steps = Vec::new();
     let mut idx = 0u64;
-    for _ in 0..data.len().div_ceil(4).min(4096) {
-        let (op, x, y, z) = (b.next(), b.next(), b.next(), b.next());
-        // Mostly the next index; sometimes a replay of an old one, sometimes a gap.
-        idx = match z % 16 {
-            0 => idx.saturating_sub(u64::from(y % 3)),
-            1 => idx + 2,
-            _ => idx + 1,
+    while !b.0.is_empty() && steps.len() < MAX_STEPS {
+        let ctl = b.next();
+        idx = match ctl >> 4 {
+            0 => idx,
+            1 => idx.saturating_sub(1),
+            2 => idx.saturating_add(2),
+            3 => idx.saturating_add(1000),
+            _ => idx.saturating_add(1),
         };
-        let id = u64::from(x % 8) + 1;
-        let name = NAMES[usize::from(y) % NAMES.len()].to_string();
-        let addr = ADDRS[usize::from(y / 8) % ADDRS.len()].to_string();
-        let cmd = match op % 9 {
+        let cmd = match ctl & 0x0f {
             0 => Command::Bootstrap {
-                cluster_id: u64::from(y % 3),
-                id,
-                name,
-                addr,
-                max_voters: MAX_VOTERS[usize::from(z / 16) % MAX_VOTERS.len()],
-            },
-            1 | 2 => Command::AddMember { id, name, addr },
-            3 => Command::MarkUp {
-                id,
-                addr: (y % 2 == 0).then_some(addr),
-            },
-            4 => Command::MarkDown { id },
-            5 => Command::MarkLeaving { id },
-            6 => Command::SetRoles {
-                voters: ids_from_bits(y),
-                learners: ids_from_bits(z),
-            },
-            7 => Command::RemoveMember {
-                id,
-                reason: if y % 2 == 0 {
-                    RemoveReason::Left
-                } else {
-                    RemoveReason::Removed
+                cluster_id: match b.next() % 4 {
+                    0 => 0,
+                    1 => 1,
+                    2 => 2,
+                    _ => u64::MAX,
                 },
+                id: id(b.next()),
+                name: name(b.next()),
+                addr: addr(b.next()),
+                max_voters: MAX_VOTERS[usize::from(b.next()) % MAX_VOTERS.len()],
             },
-            _ => Command::Noop,
+            1..=4 => Command::AddMember {
+                id: id(b.next()),
+                name: name(b.next()),
+                addr: addr(b.next()),
+            },
+            5 | 6 => {
+                let id = id(b.next());
+                let a = b.next();
+                Command::MarkUp {
+                    id,
+                    addr: (a < 128).then(|| addr(a)),
+                }
+            }
+            7 => Command::MarkDown { id: id(b.next()) },
+            8 => Command::MarkLeaving { id: id(b.next()) },
+            9..=11 => Command::SetRoles {
+                voters: ids_from_bits(b.next()),
+                learners: ids_from_bits(b.next()),
+            },
+            12 | 13 => {
+                let x = b.next();
+                Command::RemoveMember {
+                    id: id(x),
+                    reason: if x & 0x80 != 0 {
+                        RemoveReason::Removed
+                    } else {
+                        RemoveReason::Left
+                    },
+                }
+            }
+            14 => Command::Noop,
+            _ => {
+                steps.push((idx, Entry::Blank));
+                continue;
+            }
         };
-        steps.push((
-            idx,
-            Request {
-                now_ms: u64::from(x) * 1000 + u64::from(z),
-                cmd,
-            },
-        ));
+        let now_ms = 1_700_000_000_000 + idx.wrapping_mul(10);
+        steps.push((idx, Entry::Normal(Request { now_ms, cmd })));
     }
     steps
 }
 
-/// Applies the decoded sequence, checking after every step that:
-/// the invariants of [`ClusterState::check_invariants`] hold (one member per name, voters within
-/// `max_voters`, ...); the revision never decreases and equals the index of a fresh entry; a
-/// refused command changed nothing but the revision; a replayed (stale) entry changed nothing;
-/// and applying the same sequence again gives the same state.
+/// Applies one entry the way the store does; `None` for a blank entry (it has no response).
+fn apply_entry(st: &mut ClusterState, idx: u64, entry: &Entry) -> Option<Response> {
+    match entry {
+        Entry::Normal(req) => Some(st.apply(idx, req)),
+        Entry::Blank => {
+            st.advance(idx);
+            None
+        }
+    }
+}
+
+/// Decodes `data`, applies the entries to a fresh [`ClusterState`] and, after every step, checks
+/// that:
+///
+/// - [`ClusterState::check_invariants`] holds (one member per name, voters within `max_voters`, ...);
+/// - the revision never decreases, and equals the index of every entry after the revision;
+/// - a stale entry (at or below a non-zero revision) is refused and changes nothing at all;
+/// - a refused command and a blank entry change nothing but the revision;
+/// - an accepted command did what it says, touched no other member, and had valid arguments;
+/// - events stay ordered, and new ones carry the entry's index;
+/// - a second state fed the same entries in lockstep stays equal, responses included.
+///
+/// Returns a readable description of the first failing step. Never panics.
 pub fn run_apply_sequence(data: &[u8]) -> Result<(), String> {
     let steps = decode(data);
     let mut st = ClusterState::default();
-    for (n, (idx, req)) in steps.iter().enumerate() {
-        let before = st.clone();
-        let resp = st.apply(*idx, req);
-        let at = || format!("step {n} (index {idx}, {:?})", req.cmd);
-        let stale = *idx <= before.revision && before.revision != 0;
-        if stale {
-            if st != before || resp.is_ok() {
-                return Err(format!("{}: a stale entry changed the state", at()));
+    let mut twin = ClusterState::default();
+    // `twin` trails `st` by one step, so before each step it holds the state `st` had: the
+    // checker's "before" without a clone per step.
+    for (n, (idx, entry)) in steps.iter().enumerate() {
+        let rev_before = twin.revision;
+        let at = || format!("step {n} (index {idx}, {entry:?}, revision before {rev_before})");
+        let resp = apply_entry(&mut st, *idx, entry);
+        check_step(&twin, *idx, entry, resp.as_ref(), &st).map_err(|e| format!("{}: {e}", at()))?;
+        let twin_resp = apply_entry(&mut twin, *idx, entry);
+        if twin != st || twin_resp != resp {
+            return Err(format!(
+                "{}: not deterministic: {resp:?} vs {twin_resp:?}",
+                at()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks one step: `after` is `before` with `entry` applied at `idx`, `resp` what `apply` returned.
+fn check_step(
+    before: &ClusterState,
+    idx: u64,
+    entry: &Entry,
+    resp: Option<&Response>,
+    after: &ClusterState,
+) -> Result<(), String> {
+    after
+        .check_invariants()
+        .map_err(|e| format!("invariant broken: {e}"))?;
+    if after.revision < before.revision {
+        return Err(format!(
+            "revision went back from {} to {}",
+            before.revision, after.revision
+        ));
+    }
+    if after
+        .events
+        .iter()
+        .zip(after.events.iter().skip(1))
+        .any(|(a, b)| a.revision > b.revision)
+    {
+        return Err("events are out of revision order".into());
+    }
+    if let Some(e) = after
+        .events
+        .iter()
+        .find(|e| e.revision > before.revision && e.revision != idx)
+    {
+        return Err(format!("a new event has revision {}", e.revision));
+    }
+
+    let stale = before.revision != 0 && idx <= before.revision;
+    if stale {
+        if after != before {
+            return Err("a stale entry changed the state".into());
+        }
+        if let Some(r) = resp {
+            if r.is_ok() || r.revision != before.revision {
+                return Err(format!("a stale entry got {r:?}"));
             }
-        } else {
-            if st.revision != *idx {
+        }
+        return Ok(());
+    }
+    if after.revision != idx {
+        return Err(format!("revision is {}, not the index", after.revision));
+    }
+    let (req, resp) = match (entry, resp) {
+        (Entry::Blank, None) => {
+            return if same_but_revision(before, after) {
+                Ok(())
+            } else {
+                Err("a blank entry changed more than the revision".into())
+            };
+        }
+        (Entry::Normal(req), Some(resp)) => (req, resp),
+        _ => return Err("a response does not match its entry".into()),
+    };
+    if resp.revision != idx {
+        return Err(format!("response revision {}", resp.revision));
+    }
+    match &resp.rejected {
+        Some(why) if !same_but_revision(before, after) => {
+            Err(format!("refused ({why}) but the state changed"))
+        }
+        Some(why) => {
+            must_accept(before, &req.cmd).map_err(|rule| format!("refused ({why}) though {rule}"))
+        }
+        None => check_accepted(before, req, after),
+    }
+}
+
+/// Whether `a` and `b` are equal but for the revision.
+fn same_but_revision(a: &ClusterState, b: &ClusterState) -> bool {
+    // Destructured, so that a new field breaks the build here instead of going unchecked.
+    let ClusterState {
+        cluster_id,
+        max_voters,
+        members,
+        revision: _,
+        events,
+    } = a;
+    *cluster_id == b.cluster_id
+        && *max_voters == b.max_voters
+        && *members == b.members
+        && *events == b.events
+}
+
+/// `Err(rule)` when `st` must accept `cmd`, so refusing it is a bug; `Ok` when a refusal is allowed.
+fn must_accept(st: &ClusterState, cmd: &Command) -> Result<(), &'static str> {
+    let bootstrapped = st.cluster_id != 0;
+    let present = |id: &NodeId| st.members.contains_key(id);
+    match cmd {
+        Command::Noop => Err("a noop is always accepted"),
+        Command::MarkDown { id } | Command::MarkLeaving { id } if bootstrapped && present(id) => {
+            Err("the member exists")
+        }
+        Command::MarkUp { id, addr }
+            if bootstrapped
+                && present(id)
+                && addr.as_deref().is_none_or(|a| check_addr(a).is_ok()) =>
+        {
+            Err("the member exists and the address is valid")
+        }
+        Command::RemoveMember { id, .. } if bootstrapped && present(id) => Err("the member exists"),
+        Command::AddMember { id, name, addr }
+            if bootstrapped && check_name(name).is_ok() && check_addr(addr).is_ok() =>
+        {
+            let holder = st.member_by_name(name);
+            match st.members.get(id) {
+                Some(m) if m.name == *name => Err("the member re-joins under its own name"),
+                None if holder.is_none_or(|m| m.status == Status::Down)
+                    && (holder.is_some() || st.members.len() < MAX_MEMBERS) =>
+                {
+                    Err("the name is free or held by a down member")
+                }
+                _ => Ok(()),
+            }
+        }
+        Command::SetRoles { voters, .. }
+            if bootstrapped
+                && !voters.is_empty()
+                && voters.iter().collect::<BTreeSet<_>>().len() <= st.max_voters as usize =>
+        {
+            Err("the voters are within max_voters")
+        }
+        Command::Bootstrap {
+            cluster_id,
+            name,
+            addr,
+            max_voters,
+            ..
+        } if !bootstrapped
+            && *cluster_id != 0
+            && valid_max_voters(*max_voters)
+            && check_name(name).is_ok()
+            && check_addr(addr).is_ok() =>
+        {
+            Err("the cluster is new and the arguments are valid")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks what an accepted command did: its arguments were valid, it did what it says, and members
+/// it does not name are untouched.
+fn check_accepted(
+    before: &ClusterState,
+    req: &Request,
+    after: &ClusterState,
+) -> Result<(), String> {
+    let cmd = &req.cmd;
+    if !matches!(cmd, Command::Bootstrap { .. } | Command::Noop) && before.cluster_id == 0 {
+        return Err("accepted before the bootstrap".into());
+    }
+    if !matches!(cmd, Command::Bootstrap { .. })
+        && (after.cluster_id != before.cluster_id || after.max_voters != before.max_voters)
+    {
+        return Err("the cluster id or max_voters changed".into());
+    }
+    match cmd {
+        Command::Noop => {
+            if !same_but_revision(before, after) {
+                return Err("a noop changed more than the revision".into());
+            }
+        }
+        Command::Bootstrap {
+            cluster_id,
+            id,
+            name,
+            addr,
+            max_voters,
+        } => {
+            if before.cluster_id != 0 {
+                return Err("bootstrapped twice".into());
+            }
+            if *cluster_id == 0 || !valid_max_voters(*max_voters) {
+                return Err("accepted an invalid cluster id or max_voters".into());
+            }
+            valid_name_addr(name, addr)?;
+            let m = after.members.get(id).ok_or("the first member is missing")?;
+            if after.cluster_id != *cluster_id
+                || after.max_voters != *max_voters
+                || after.members.len() != 1
+                || m.name != *name
+                || m.addr != *addr
+                || m.role != Role::Voter
+                || m.status != Status::Up
+            {
+                return Err(format!("bootstrap gave {after:?}"));
+            }
+        }
+        Command::AddMember { id, name, addr } => {
+            valid_name_addr(name, addr)?;
+            let m = after.members.get(id).ok_or("the added member is missing")?;
+            if m.name != *name || m.addr != *addr {
+                return Err(format!("added member is {m}"));
+            }
+            match before.members.get(id) {
+                Some(old)
+                    if *m
+                        != Member {
+                            addr: addr.clone(),
+                            ..old.clone()
+                        } =>
+                {
+                    return Err(format!("re-adding {old} gave {m}"));
+                }
+                None if m.role != Role::Learner
+                    || m.status != Status::Joining
+                    || m.since_ms != req.now_ms
+                    || m.joined_at_ms != req.now_ms =>
+                {
+                    return Err(format!("a new member is {m}, not a joining learner"));
+                }
+                _ => {}
+            }
+            // The only other change allowed: a down member of the same name is replaced.
+            for (k, old) in &before.members {
+                if k != id
+                    && after.members.get(k) != Some(old)
+                    && !(old.name == *name
+                        && old.status == Status::Down
+                        && !after.members.contains_key(k))
+                {
+                    return Err(format!("adding {id} changed member {old}"));
+                }
+            }
+            others_unchanged(before, after, &[*id], true)?;
+        }
+        Command::MarkUp { id, .. } | Command::MarkDown { id } | Command::MarkLeaving { id } => {
+            let (want, new_addr) = match cmd {
+                Command::MarkUp { addr, .. } => (Status::Up, addr.as_ref()),
+                Command::MarkDown { .. } => (Status::Down, None),
+                _ => (Status::Leaving, None),
+            };
+            if let Some(a) = new_addr {
+                check_addr(a).map_err(|e| format!("accepted an invalid address: {e}"))?;
+            }
+            let (old, m) = before
+                .members
+                .get(id)
+                .zip(after.members.get(id))
+                .ok_or("changed the status of a missing member")?;
+            let mut expect = old.clone();
+            expect.status = want;
+            if want != old.status {
+                expect.since_ms = req.now_ms;
+            }
+            if let Some(a) = new_addr {
+                expect.addr.clone_from(a);
+            }
+            if *m != expect {
+                return Err(format!("member {old} became {m}, wanted {expect}"));
+            }
+            others_unchanged(before, after, &[*id], false)?;
+        }
+        Command::SetRoles { voters, learners } => {
+            let voter_set: BTreeSet<NodeId> = voters.iter().copied().collect();
+            if voter_set.is_empty() || voter_set.len() > before.max_voters as usize {
                 return Err(format!(
-                    "{}: revision {} after applying index {idx}",
-                    at(),
-                    st.revision
+                    "accepted {} voters with max_voters {}",
+                    voter_set.len(),
+                    before.max_voters
                 ));
             }
-            if resp.revision != *idx {
-                return Err(format!("{}: response revision {}", at(), resp.revision));
+            if after.members.keys().ne(before.members.keys()) {
+                return Err("setting roles added or removed members".into());
             }
-            if !resp.is_ok() {
-                let mut expect = before.clone();
-                expect.revision = *idx;
-                if st != expect {
-                    return Err(format!(
-                        "{}: refused ({:?}) but the state changed",
-                        at(),
-                        resp.rejected
-                    ));
+            for (old, m) in before.members.values().zip(after.members.values()) {
+                let want = if voter_set.contains(&old.id) {
+                    Role::Voter
+                } else if learners.contains(&old.id) || old.role == Role::Voter {
+                    Role::Learner
+                } else {
+                    old.role
+                };
+                let mut expect = old.clone();
+                expect.role = want;
+                if *m != expect {
+                    return Err(format!("member {old} became {m}, wanted role {want}"));
                 }
             }
         }
-        if st.revision < before.revision {
-            return Err(format!("{}: revision went backwards", at()));
+        Command::RemoveMember { id, .. } => {
+            if !before.members.contains_key(id) || after.members.contains_key(id) {
+                return Err(format!("removing {id} did not remove exactly that member"));
+            }
+            others_unchanged(before, after, &[*id], false)?;
         }
-        st.check_invariants()
-            .map_err(|e| format!("{}: {e}", at()))?;
     }
-    let mut again = ClusterState::default();
-    for (idx, req) in &steps {
-        again.apply(*idx, req);
+    Ok(())
+}
+
+/// `max_voters` must be odd, 1..=MAX_VOTERS_LIMIT.
+fn valid_max_voters(max_voters: u32) -> bool {
+    let mv = max_voters as usize;
+    mv % 2 == 1 && mv <= MAX_VOTERS_LIMIT
+}
+
+fn valid_name_addr(name: &str, addr: &str) -> Result<(), String> {
+    check_name(name).map_err(|e| format!("accepted an invalid name: {e}"))?;
+    check_addr(addr).map_err(|e| format!("accepted an invalid address: {e}"))
+}
+
+/// Members other than `except` are as they were; with `may_drop`, some may be gone instead.
+fn others_unchanged(
+    before: &ClusterState,
+    after: &ClusterState,
+    except: &[NodeId],
+    may_drop: bool,
+) -> Result<(), String> {
+    for (k, m) in &after.members {
+        if !except.contains(k) && before.members.get(k) != Some(m) {
+            return Err(format!("member {m} changed or appeared"));
+        }
     }
-    if again != st {
-        return Err("applying the same sequence twice gave different states".into());
+    for (k, m) in &before.members {
+        if !except.contains(k) && !may_drop && !after.members.contains_key(k) {
+            return Err(format!("member {m} disappeared"));
+        }
     }
     Ok(())
 }
@@ -154,44 +549,240 @@ pub fn run_apply_sequence(data: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::member::{Member, Role, Status};
+    use crate::limits::MAX_EVENTS_RETAINED;
+
+    /// Control byte: the next log index, entry kind `op`.
+    const NEXT: u8 = 0x40;
+
+    fn boot_bytes() -> Vec<u8> {
+        // Bootstrap cluster 1, id 1, n1, 127.0.0.1:4370, max_voters 9.
+        vec![NEXT, 1, 0, 0, 0, 4]
+    }
+
+    fn run(data: &[u8]) -> ClusterState {
+        let mut st = ClusterState::default();
+        for (idx, e) in decode(data) {
+            apply_entry(&mut st, idx, &e);
+        }
+        st
+    }
+
+    fn booted() -> ClusterState {
+        run(&boot_bytes())
+    }
+
+    fn member(id: NodeId, name: &str) -> Member {
+        Member {
+            id,
+            name: name.into(),
+            addr: "127.0.0.1:4370".into(),
+            role: Role::Learner,
+            status: Status::Up,
+            since_ms: 0,
+            joined_at_ms: 0,
+        }
+    }
+
+    fn req(cmd: Command) -> Entry {
+        Entry::Normal(Request { now_ms: 0, cmd })
+    }
 
     #[test]
-    fn empty_and_short_inputs_are_fine() {
+    fn empty_short_and_truncated_inputs_are_fine() {
         run_apply_sequence(&[]).unwrap();
         run_apply_sequence(&[0]).unwrap();
         run_apply_sequence(&[0, 1, 2, 3, 4, 5, 6]).unwrap();
+        run_apply_sequence(&[0xff; 64]).unwrap();
     }
 
     #[test]
-    fn the_invariant_check_catches_a_duplicate_name() {
-        let mut st = ClusterState {
-            cluster_id: 1,
-            max_voters: 3,
-            ..Default::default()
-        };
-        for id in [1, 2] {
-            st.members.insert(
-                id,
-                Member {
-                    id,
-                    name: "same".into(),
-                    addr: "127.0.0.1:1".into(),
-                    role: Role::Learner,
-                    status: Status::Up,
-                    since_ms: 0,
-                    joined_at_ms: 0,
+    fn bytes_decode_into_the_documented_commands() {
+        let mut data = boot_bytes();
+        data.extend([NEXT | 1, 1, 1, 1]); // add id 2, n2
+        data.extend([0x20 | 9, 0b11, 0]); // gap of two: voters {1, 2}
+        data.extend([7, 1]); // high nibble 0, the same index again: mark down id 2
+        data.extend([NEXT | 15]); // blank
+        let steps = decode(&data);
+        let idx: Vec<u64> = steps.iter().map(|s| s.0).collect();
+        assert_eq!(idx, vec![1, 2, 4, 4, 5]);
+        assert!(matches!(
+            &steps[0].1,
+            Entry::Normal(Request {
+                cmd: Command::Bootstrap {
+                    cluster_id: 1,
+                    id: 1,
+                    max_voters: 9,
+                    ..
                 },
-            );
+                ..
+            })
+        ));
+        assert!(matches!(
+            &steps[1].1,
+            Entry::Normal(Request { cmd: Command::AddMember { id: 2, name, .. }, .. }) if name == "n2"
+        ));
+        assert_eq!(steps[4].1, Entry::Blank);
+        let st = run(&data);
+        assert_eq!(st.revision, 5);
+        assert_eq!(st.voter_ids().into_iter().collect::<Vec<_>>(), vec![1, 2]);
+        // The stale mark-down at index 4 was refused.
+        assert_eq!(st.members[&2].status, Status::Joining);
+        run_apply_sequence(&data).unwrap();
+    }
+
+    /// The decoder is not degenerate: pseudo-random bytes reach every kind of entry, stale
+    /// indexes, invalid names and addresses, and both accepted and refused commands.
+    #[test]
+    fn random_bytes_reach_every_kind_of_step() {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let data: Vec<u8> = (0..16 * 1024)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 24) as u8
+            })
+            .collect();
+        let steps = decode(&data);
+        assert_eq!(steps.len(), MAX_STEPS);
+        let mut kinds = std::collections::HashSet::new();
+        let (mut stale, mut bad_name, mut bad_addr, mut ok, mut refused) = (0, 0, 0, 0, 0);
+        let mut st = ClusterState::default();
+        for (idx, e) in &steps {
+            if st.revision != 0 && *idx <= st.revision {
+                stale += 1;
+            }
+            if let Entry::Normal(r) = e {
+                kinds.insert(std::mem::discriminant(&r.cmd));
+                if let Command::AddMember { name, addr, .. } = &r.cmd {
+                    bad_name += usize::from(check_name(name).is_err());
+                    bad_addr += usize::from(check_addr(addr).is_err());
+                }
+            }
+            match apply_entry(&mut st, *idx, e) {
+                Some(r) if r.is_ok() => ok += 1,
+                Some(_) => refused += 1,
+                None => {}
+            }
         }
-        assert!(st.check_invariants().unwrap_err().contains("same"));
+        assert_eq!(kinds.len(), 8, "every Command variant");
+        for (what, n) in [
+            ("stale", stale),
+            ("bad name", bad_name),
+            ("bad addr", bad_addr),
+            ("accepted", ok),
+            ("refused", refused),
+        ] {
+            assert!(n > 20, "only {n} {what} steps");
+        }
+        run_apply_sequence(&data).unwrap();
     }
 
     #[test]
-    fn a_bootstrap_then_joins_decode_as_expected() {
-        // op 0 (bootstrap) id 1 name n1; then op 1 (add) id 2 name n2.
-        let steps = decode(&[0, 0, 0, 0x22, 1, 1, 1, 2]);
-        assert!(matches!(steps[0].1.cmd, Command::Bootstrap { .. }));
-        assert!(matches!(steps[1].1.cmd, Command::AddMember { id: 2, .. }));
+    fn a_long_sequence_overflows_the_event_window() {
+        let mut data = boot_bytes();
+        for k in 1..8u8 {
+            data.extend([NEXT | 1, k, k, k]); // add n2..n8
+        }
+        for _ in 0..300 {
+            data.extend([NEXT | 9, 0xff, 0]); // all voters
+            data.extend([NEXT | 9, 0x01, 0xff]); // only id 1 a voter
+        }
+        let st = run(&data);
+        assert_eq!(st.members.len(), 8);
+        assert_eq!(st.events.len(), MAX_EVENTS_RETAINED);
+        run_apply_sequence(&data).unwrap();
+    }
+
+    #[test]
+    fn the_checker_catches_a_duplicate_name() {
+        let before = booted();
+        let mut after = before.clone();
+        after.revision += 1;
+        after.members.insert(2, member(2, "n1"));
+        let cmd = Command::AddMember {
+            id: 2,
+            name: "n1".into(),
+            addr: "127.0.0.1:4370".into(),
+        };
+        let resp = Response {
+            revision: after.revision,
+            rejected: None,
+        };
+        let err = check_step(&before, after.revision, &req(cmd), Some(&resp), &after).unwrap_err();
+        assert!(err.contains("two members are named n1"), "{err}");
+    }
+
+    #[test]
+    fn the_checker_catches_a_refused_command_that_changed_the_state() {
+        let before = booted();
+        let mut after = before.clone();
+        after.revision += 1;
+        after.members.get_mut(&1).expect("booted").status = Status::Down;
+        let resp = Response {
+            revision: after.revision,
+            rejected: Some(crate::command::Reject::NoSuchMember { id: 3 }),
+        };
+        let err = check_step(
+            &before,
+            after.revision,
+            &req(Command::MarkDown { id: 3 }),
+            Some(&resp),
+            &after,
+        )
+        .unwrap_err();
+        assert!(err.contains("but the state changed"), "{err}");
+    }
+
+    #[test]
+    fn the_checker_catches_a_stale_entry_that_changed_the_state() {
+        let before = booted();
+        let mut after = before.clone();
+        after.members.insert(2, member(2, "n2"));
+        let err = check_step(&before, before.revision, &Entry::Blank, None, &after).unwrap_err();
+        assert!(err.contains("stale entry changed"), "{err}");
+    }
+
+    #[test]
+    fn the_checker_catches_an_accepted_command_that_did_nothing() {
+        let before = booted();
+        let mut after = before.clone();
+        after.revision += 1;
+        let resp = Response {
+            revision: after.revision,
+            rejected: None,
+        };
+        let err = check_step(
+            &before,
+            after.revision,
+            &req(Command::RemoveMember {
+                id: 1,
+                reason: RemoveReason::Left,
+            }),
+            Some(&resp),
+            &after,
+        )
+        .unwrap_err();
+        assert!(err.contains("did not remove"), "{err}");
+    }
+
+    #[test]
+    fn the_checker_catches_a_refused_noop() {
+        let before = booted();
+        let mut after = before.clone();
+        after.revision += 1;
+        let resp = Response {
+            revision: after.revision,
+            rejected: Some(crate::command::Reject::WouldLoseQuorum),
+        };
+        let err = check_step(
+            &before,
+            after.revision,
+            &req(Command::Noop),
+            Some(&resp),
+            &after,
+        )
+        .unwrap_err();
+        assert!(err.contains("always accepted"), "{err}");
     }
 }
