@@ -10,6 +10,22 @@ use common::*;
 const WAIT: Duration = Duration::from_secs(40);
 const FAST: [&str; 2] = ["--retry-interval", "200ms"];
 
+/// Starts agents `names` with exec discovery reading `list` (missing until the test writes it).
+fn start_exec_group(c: &mut Cluster, names: &[&str], list: &std::path::Path) {
+    let cmd = format!("cat {}", list.display());
+    for n in names {
+        let mut args = vec!["--discovery", "exec", "--exec-command", &cmd];
+        args.extend(FAST);
+        c.start(n, &args);
+    }
+}
+
+/// Writes the addresses of `names` into `list`, one per line.
+fn write_peers(c: &Cluster, names: &[&str], list: &std::path::Path) {
+    let addrs: Vec<String> = names.iter().map(|n| c.get(n).addr.clone()).collect();
+    std::fs::write(list, addrs.join("\n")).unwrap();
+}
+
 #[test]
 fn t40_five_agents_started_at_once_with_static_seeds_form_one_cluster() {
     let mut c = Cluster::new();
@@ -44,15 +60,9 @@ fn t41_exec_strategy_retries_until_peers_appear() {
     let mut c = Cluster::new();
     let list = c.path("peers.txt");
     // The command fails while the file is missing: the loop keeps retrying.
-    let cmd = format!("cat {}", list.display());
-    for n in ["n1", "n2", "n3"] {
-        let mut args = vec!["--discovery", "exec", "--exec-command", &cmd];
-        args.extend(FAST);
-        c.start(n, &args);
-    }
-    let addrs: Vec<String> = c.agents.iter().map(|a| a.addr.clone()).collect();
+    start_exec_group(&mut c, &["n1", "n2", "n3"], &list);
     assert_eq!(running(&c.get("n1").status()), ["n1"], "nothing formed yet");
-    std::fs::write(&list, addrs.join("\n")).unwrap();
+    write_peers(&c, &["n1", "n2", "n3"], &list);
     wait_formed(c.get("n2"), &["n1", "n2", "n3"], WAIT);
 }
 
@@ -60,36 +70,17 @@ fn t41_exec_strategy_retries_until_peers_appear() {
 fn t42_two_clusters_formed_apart_merge_once_they_see_each_other() {
     let mut c = Cluster::new();
     let (fa, fb) = (c.path("a.txt"), c.path("b.txt"));
-    let (ca, cb) = (
-        format!("cat {}", fa.display()),
-        format!("cat {}", fb.display()),
-    );
-    for n in ["a1", "a2"] {
-        let mut args = vec!["--discovery", "exec", "--exec-command", &ca];
-        args.extend(FAST);
-        c.start(n, &args);
-    }
-    for n in ["b1", "b2", "b3"] {
-        let mut args = vec!["--discovery", "exec", "--exec-command", &cb];
-        args.extend(FAST);
-        c.start(n, &args);
-    }
-    let group = |names: &[&str]| -> String {
-        names
-            .iter()
-            .map(|n| c.get(n).addr.clone())
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    std::fs::write(&fa, group(&["a1", "a2"])).unwrap();
-    std::fs::write(&fb, group(&["b1", "b2", "b3"])).unwrap();
+    start_exec_group(&mut c, &["a1", "a2"], &fa);
+    start_exec_group(&mut c, &["b1", "b2", "b3"], &fb);
+    write_peers(&c, &["a1", "a2"], &fa);
+    write_peers(&c, &["b1", "b2", "b3"], &fb);
     wait_formed(c.get("a1"), &["a1", "a2"], WAIT);
     wait_formed(c.get("b1"), &["b1", "b2", "b3"], WAIT);
     // Now both groups see everyone: the two-node cluster dissolves into the three-node one.
-    let all = group(&["a1", "a2", "b1", "b2", "b3"]);
-    std::fs::write(&fa, &all).unwrap();
-    std::fs::write(&fb, &all).unwrap();
-    wait_formed(c.get("b2"), &["a1", "a2", "b1", "b2", "b3"], WAIT);
+    let all = ["a1", "a2", "b1", "b2", "b3"];
+    write_peers(&c, &all, &fa);
+    write_peers(&c, &all, &fb);
+    wait_formed(c.get("b2"), &all, WAIT);
     let a1 = c.get("a1").status();
     assert_eq!(a1["cluster_id"], c.get("b1").status()["cluster_id"]);
 }
@@ -129,14 +120,8 @@ fn t47_two_static_seed_groups_merge_once_they_see_each_other() {
 fn t43_leave_on_an_autoclustered_node_stays_out() {
     let mut c = Cluster::new();
     let list = c.path("peers.txt");
-    let cmd = format!("cat {}", list.display());
-    for n in ["n1", "n2", "n3"] {
-        let mut args = vec!["--discovery", "exec", "--exec-command", &cmd];
-        args.extend(FAST);
-        c.start(n, &args);
-    }
-    let addrs: Vec<String> = c.agents.iter().map(|a| a.addr.clone()).collect();
-    std::fs::write(&list, addrs.join("\n")).unwrap();
+    start_exec_group(&mut c, &["n1", "n2", "n3"], &list);
+    write_peers(&c, &["n1", "n2", "n3"], &list);
     wait_formed(c.get("n1"), &["n1", "n2", "n3"], WAIT);
     assert_eq!(c.get("n3").cli(&["cluster", "leave"]).ok(), "left");
     wait_formed(c.get("n1"), &["n1", "n2"], WAIT);

@@ -95,15 +95,23 @@ impl Dns {
         })
     }
 
-    async fn ips(&self, name: &str, kind: RecordType) -> Result<Vec<IpAddr>, DiscoveryError> {
-        let lookup = self.resolver.lookup(name, kind);
-        let answer = tokio::time::timeout(self.timeout, lookup)
+    /// One query, bounded by the timeout.
+    async fn lookup(
+        &self,
+        name: &str,
+        kind: RecordType,
+    ) -> Result<hickory_resolver::lookup::Lookup, DiscoveryError> {
+        tokio::time::timeout(self.timeout, self.resolver.lookup(name, kind))
             .await
             .map_err(|_| DiscoveryError::Timeout {
                 strategy: "dns",
                 timeout: self.timeout,
             })?
-            .map_err(|e| failed(format!("{name} {kind}: {e}")))?;
+            .map_err(|e| failed(format!("{name} {kind}: {e}")))
+    }
+
+    async fn ips(&self, name: &str, kind: RecordType) -> Result<Vec<IpAddr>, DiscoveryError> {
+        let answer = self.lookup(name, kind).await?;
         Ok(answer
             .answers()
             .iter()
@@ -137,14 +145,7 @@ impl Strategy for Dns {
                     .collect::<Vec<_>>()
             }
             DnsRecord::Srv => {
-                let lookup = self.resolver.lookup(self.name.as_str(), RecordType::SRV);
-                let answer = tokio::time::timeout(self.timeout, lookup)
-                    .await
-                    .map_err(|_| DiscoveryError::Timeout {
-                        strategy: "dns",
-                        timeout: self.timeout,
-                    })?
-                    .map_err(|e| failed(format!("{} SRV: {e}", self.name)))?;
+                let answer = self.lookup(&self.name, RecordType::SRV).await?;
                 let mut targets: Vec<(String, u16)> = answer
                     .answers()
                     .iter()
