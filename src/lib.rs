@@ -20,9 +20,9 @@
 //! # }
 //! ```
 
-pub use ekka_client::{Client, Outcome};
+pub use ekka_client::{Client, Outcome, Watcher};
 pub use ekka_node::{Action, ForceLeaveOutcome, JoinOutcome, Node, NodeConfig};
-pub use ekka_types::{ApiError, ClusterStatus, ErrorCode, Member, Role, Status};
+pub use ekka_types::{ApiError, ClusterStatus, ErrorCode, Event, EventKind, Member, Role, Status};
 
 /// The core model: ids, members, commands and the state machine.
 pub use ekka_types as types;

@@ -30,6 +30,7 @@ fn main() {
         match args.cmd {
             cli::args::Cmd::Agent(a) => cli::agent::run(*a).await,
             cli::args::Cmd::Cluster(c) => cli::cluster::run(c).await,
+            cli::args::Cmd::Members(m) => cli::cluster::members(m).await,
             cli::args::Cmd::Up(u) => cli::up::run(u).await,
         }
     });

@@ -22,6 +22,9 @@ pub enum Cmd {
     /// Cluster membership commands.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Membership events.
+    #[command(subcommand)]
+    Members(MembersCmd),
     /// Starts a local N-node cluster as child processes and shows its live status.
     Up(UpArgs),
 }
@@ -198,6 +201,20 @@ pub enum ClusterCmd {
     Recover {
         #[arg(long, env = "EKKA_DATA_DIR", value_name = "DIR")]
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MembersCmd {
+    /// Streams membership events from revision REV (inclusive), or only new ones.
+    Watch {
+        #[arg(long = "from", value_name = "REV")]
+        from: Option<u64>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }
 

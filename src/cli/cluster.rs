@@ -49,3 +49,35 @@ pub async fn run(cmd: ClusterCmd) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// `ekka members watch`: prints events until the stream ends or Ctrl-C.
+pub async fn members(cmd: crate::cli::args::MembersCmd) -> Result<(), ApiError> {
+    let crate::cli::args::MembersCmd::Watch {
+        from,
+        json,
+        client: c,
+    } = cmd;
+    let mut w = client(&c)?.watch(from).await?;
+    loop {
+        let next = tokio::select! {
+            n = w.next() => n,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        match next {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(e)) => {
+                let line = if json {
+                    output::event_json(&e).to_string()
+                } else {
+                    output::event_line(&e)
+                };
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

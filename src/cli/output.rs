@@ -1,7 +1,7 @@
 //! Rendering of `cluster status`: the table and the JSON of CONTRACT.md.
 
 use ekka::types::fmt_id;
-use ekka::ClusterStatus;
+use ekka::{ClusterStatus, Event, EventKind};
 use serde_json::{json, Value};
 
 /// The JSON object of `ekka cluster status --json`.
@@ -29,6 +29,40 @@ pub fn status_json(s: &ClusterStatus) -> Value {
         "running_nodes": s.running_nodes(),
         "stopped_nodes": s.stopped_nodes(),
     })
+}
+
+/// One event of `ekka members watch --json`.
+pub fn event_json(e: &Event) -> Value {
+    let mut v = json!({
+        "revision": e.revision,
+        "event": e.kind.as_str(),
+        "name": e.name,
+        "id": fmt_id(e.id),
+        "status": e.status.as_str(),
+    });
+    match &e.kind {
+        EventKind::RoleChanged { role } => v["role"] = json!(role.as_str()),
+        EventKind::AddressChanged { addr } => v["addr"] = json!(addr),
+        _ => {}
+    }
+    v
+}
+
+/// One event of `ekka members watch`, as a line.
+pub fn event_line(e: &Event) -> String {
+    let extra = match &e.kind {
+        EventKind::RoleChanged { role } => format!(" role={role}"),
+        EventKind::AddressChanged { addr } => format!(" addr={addr}"),
+        _ => String::new(),
+    };
+    format!(
+        "{} {} {} ({}) status={}{extra}",
+        e.revision,
+        e.kind.as_str(),
+        e.name,
+        fmt_id(e.id),
+        e.status
+    )
 }
 
 /// The human table of `ekka cluster status`.
@@ -112,6 +146,35 @@ mod tests {
         assert_eq!(v["running_nodes"], json!(["n1"]));
         assert_eq!(v["stopped_nodes"], json!(["n2"]));
         assert_eq!(v["node"]["id"], "0000000000000001");
+    }
+
+    #[test]
+    fn event_json_has_the_contract_fields() {
+        let e = Event {
+            revision: 18,
+            id: 0xa41c,
+            name: "n2".into(),
+            kind: EventKind::MemberDown,
+            status: Status::Down,
+        };
+        let v = event_json(&e);
+        assert_eq!(v["revision"], 18);
+        assert_eq!(v["event"], "member_down");
+        assert_eq!(v["name"], "n2");
+        assert_eq!(v["id"], "000000000000a41c");
+        let r = event_json(&Event {
+            kind: EventKind::RoleChanged { role: Role::Voter },
+            ..e
+        });
+        assert_eq!(r["role"], "voter");
+        assert!(event_line(&Event {
+            revision: 1,
+            id: 1,
+            name: "n1".into(),
+            kind: EventKind::LeaderChanged,
+            status: Status::Up,
+        })
+        .starts_with("1 leader_changed n1 "));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ekka_proto::pb::cluster_client::ClusterClient;
 use ekka_proto::{error_from_status, pb, COOKIE_HEADER};
 use ekka_types::limits::MAX_RPC_MESSAGE_BYTES;
-use ekka_types::{ApiError, ClusterStatus, ErrorCode};
+use ekka_types::{ApiError, ClusterStatus, ErrorCode, Event};
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -134,6 +134,37 @@ impl Client {
             Some(why) => Outcome::Ignored(why),
             None => Outcome::Done(()),
         })
+    }
+}
+
+/// A stream of membership events from [`Client::watch`].
+pub struct Watcher {
+    inner: tonic::Streaming<pb::WatchEvent>,
+}
+
+impl Watcher {
+    /// The next event; `None` when the agent ended the stream, an error when it failed.
+    pub async fn next(&mut self) -> Option<Result<Event, ApiError>> {
+        match self.inner.message().await {
+            Ok(None) => None,
+            Ok(Some(e)) => Some(
+                Event::try_from(e)
+                    .map_err(|e| ApiError::new(ErrorCode::Internal, format!("bad event: {e}"))),
+            ),
+            Err(st) => Some(Err(error_from_status(&st))),
+        }
+    }
+}
+
+impl Client {
+    /// Membership events from revision `from` on (inclusive), or only new ones when `None`.
+    pub async fn watch(&self, from: Option<u64>) -> Result<Watcher, ApiError> {
+        let mut c = self.inner.clone();
+        let req = pb::WatchRequest {
+            from_revision: from,
+        };
+        let inner = self.call(STATUS_TIMEOUT, c.watch(req)).await?;
+        Ok(Watcher { inner })
     }
 }
 

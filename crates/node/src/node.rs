@@ -232,6 +232,17 @@ impl Node {
         self.inner.status(false).await
     }
 
+    /// Membership events as this node applies them: from revision `from` on (inclusive), or only
+    /// new ones when `None`. Resume after a disconnect with the last revision seen + 1: nothing is
+    /// missed or repeated. A revision older than the retained events is a `compacted` error; an
+    /// event stream that cannot go on (this node reset itself) ends with an `unavailable` error.
+    pub async fn watch(
+        &self,
+        from: Option<u64>,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<ekka_types::Event, ApiError>>, ApiError> {
+        self.inner.watch(from)
+    }
+
     /// Registers a callback run before this node joins, leaves or heals (ekka's `prepare/1`).
     pub fn on_prepare(&self, f: impl Fn(Action) + Send + Sync + 'static) {
         lock(&self.inner.prepare).push(Arc::new(f));
@@ -250,6 +261,18 @@ impl Node {
             warn!(error = %e, "raft shutdown");
         }
     }
+}
+
+fn compacted(from: u64, st: &ekka_types::ClusterState) -> ApiError {
+    let oldest = st.events.front().map_or(st.revision + 1, |e| e.revision);
+    ApiError::new(
+        ErrorCode::Compacted,
+        format!(
+            "revision {from} is older than the oldest retained event ({oldest}); resync from \
+             cluster status (revision {}) and watch from there",
+            st.revision
+        ),
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1180,6 +1203,69 @@ impl Inner {
             self.bootstrap(&new, keep).await?;
         }
         Ok(())
+    }
+
+    pub(crate) fn watch(
+        self: &Arc<Self>,
+        from: Option<u64>,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<ekka_types::Event, ApiError>>, ApiError> {
+        let core = self.core();
+        let mut after = {
+            let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+            let after = match from {
+                Some(n) => n.saturating_sub(1),
+                None => st.revision,
+            };
+            if st.events_after(after).is_none() {
+                return Err(compacted(after + 1, &st));
+            }
+            after
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let inner = self.clone();
+        let mut shutdown = self.shutdown.subscribe();
+        tokio::spawn(async move {
+            let mut applied = core.applied.clone();
+            loop {
+                if !Arc::ptr_eq(&core, &inner.core()) {
+                    let _ = tx
+                        .send(Err(unavailable(
+                            "this node reset its state (join, leave or removal); resync",
+                        )))
+                        .await;
+                    return;
+                }
+                let evs = {
+                    let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+                    st.events_after(after)
+                        .ok_or_else(|| compacted(after + 1, &st))
+                };
+                match evs {
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                    Ok(evs) => {
+                        for e in evs {
+                            after = e.revision;
+                            if tx.send(Ok(e)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                tokio::select! {
+                    r = applied.changed() => if r.is_err() {
+                        // This Raft instance is gone; the next round reports the reset.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    },
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = tx.closed() => return,
+                    _ = shutdown.changed() => return,
+                }
+            }
+        });
+        Ok(rx)
     }
 
     /// The status as this node sees it, or as the leader sees it when `!local` and it answers.

@@ -258,8 +258,21 @@ struct ClusterSvc {
     inner: Arc<Inner>,
 }
 
+type WatchStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Cluster for ClusterSvc {
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
+        let from = req.into_inner().from_revision;
+        let rx = self.inner.watch(from).map_err(to_status)?;
+        let out = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(|r| r.map(|e| pb::WatchEvent::from(&e)).map_err(to_status));
+        Ok(Response::new(Box::pin(out)))
+    }
+
     async fn status(
         &self,
         req: Request<pb::StatusRequest>,

@@ -3,7 +3,7 @@
 //! Conversions from protobuf are `TryFrom` and fail with [`ProtoError`] on a missing or unknown
 //! field; nothing here unwraps a value that came from the network.
 
-use ekka_types::{ApiError, ClusterStatus, ErrorCode, Member, Role, Status};
+use ekka_types::{ApiError, ClusterStatus, ErrorCode, Event, EventKind, Member, Role, Status};
 
 /// Generated protobuf and tonic code for package `ekka.v1`.
 #[allow(clippy::all, missing_docs)]
@@ -190,6 +190,60 @@ impl TryFrom<pb::StatusReply> for ClusterStatus {
     }
 }
 
+impl From<&Event> for pb::WatchEvent {
+    fn from(e: &Event) -> Self {
+        let (role, addr) = match &e.kind {
+            EventKind::RoleChanged { role } => (Some(pb::Role::from(*role) as i32), None),
+            EventKind::AddressChanged { addr } => (None, Some(addr.clone())),
+            _ => (None, None),
+        };
+        pb::WatchEvent {
+            revision: e.revision,
+            event: e.kind.as_str().to_string(),
+            id: e.id,
+            name: e.name.clone(),
+            status: pb::MemberStatus::from(e.status) as i32,
+            role,
+            addr,
+        }
+    }
+}
+
+impl TryFrom<pb::WatchEvent> for Event {
+    type Error = ProtoError;
+
+    fn try_from(w: pb::WatchEvent) -> Result<Self, ProtoError> {
+        let kind = match w.event.as_str() {
+            "member_joined" => EventKind::MemberJoined,
+            "member_left" => EventKind::MemberLeft,
+            "member_removed" => EventKind::MemberRemoved,
+            "member_up" => EventKind::MemberUp,
+            "member_down" => EventKind::MemberDown,
+            "member_leaving" => EventKind::MemberLeaving,
+            "leader_changed" => EventKind::LeaderChanged,
+            "role_changed" => EventKind::RoleChanged {
+                role: role_from_i32(w.role.ok_or(ProtoError::Missing("role"))?)?,
+            },
+            "address_changed" => EventKind::AddressChanged {
+                addr: w.addr.ok_or(ProtoError::Missing("addr"))?,
+            },
+            other => {
+                return Err(ProtoError::Invalid {
+                    field: "event",
+                    message: format!("unknown event {other:?}"),
+                })
+            }
+        };
+        Ok(Event {
+            revision: w.revision,
+            id: w.id,
+            name: w.name,
+            kind,
+            status: status_from_i32(w.status)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +258,36 @@ mod tests {
             since_ms: 5,
             joined_at_ms: 3,
         }
+    }
+
+    #[test]
+    fn events_round_trip() {
+        for kind in [
+            EventKind::MemberDown,
+            EventKind::LeaderChanged,
+            EventKind::RoleChanged { role: Role::Voter },
+            EventKind::AddressChanged {
+                addr: "127.0.0.1:9".into(),
+            },
+        ] {
+            let e = Event {
+                revision: 7,
+                id: 3,
+                name: "n3".into(),
+                kind,
+                status: Status::Up,
+            };
+            assert_eq!(Event::try_from(pb::WatchEvent::from(&e)), Ok(e));
+        }
+        let mut bad = pb::WatchEvent::from(&Event {
+            revision: 1,
+            id: 1,
+            name: "n".into(),
+            kind: EventKind::MemberUp,
+            status: Status::Up,
+        });
+        bad.event = "member_exploded".into();
+        assert!(Event::try_from(bad).is_err());
     }
 
     #[test]

@@ -250,7 +250,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 a.last_applied = Some(e.log_id);
                 let resp = match e.payload {
                     EntryPayload::Blank => {
-                        st.advance(idx);
+                        // A new term's leader commits a blank entry first: leader_changed.
+                        st.leader_elected(idx, e.log_id.leader_id.node_id);
                         Response {
                             revision: idx,
                             rejected: None,

@@ -19,11 +19,13 @@ pub enum ErrorCode {
     LockNotHeld,
     InvalidArgument,
     InvalidConfig,
+    /// watch: the revision asked for is older than the retained events.
+    Compacted,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::NodeDown,
         ErrorCode::AlreadyInCluster,
         ErrorCode::InOtherCluster,
@@ -37,6 +39,7 @@ impl ErrorCode {
         ErrorCode::LockNotHeld,
         ErrorCode::InvalidArgument,
         ErrorCode::InvalidConfig,
+        ErrorCode::Compacted,
         ErrorCode::Internal,
     ];
 
@@ -55,6 +58,7 @@ impl ErrorCode {
             ErrorCode::LockNotHeld => "lock_not_held",
             ErrorCode::InvalidArgument => "invalid_argument",
             ErrorCode::InvalidConfig => "invalid_config",
+            ErrorCode::Compacted => "compacted",
             ErrorCode::Internal => "internal",
         }
     }

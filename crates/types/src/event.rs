@@ -17,6 +17,24 @@ pub enum EventKind {
     MemberLeaving,
     RoleChanged { role: Role },
     AddressChanged { addr: String },
+    LeaderChanged,
+}
+
+impl EventKind {
+    /// The event's name in CONTRACT.md (`member_joined`, ...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventKind::MemberJoined => "member_joined",
+            EventKind::MemberLeft => "member_left",
+            EventKind::MemberRemoved => "member_removed",
+            EventKind::MemberUp => "member_up",
+            EventKind::MemberDown => "member_down",
+            EventKind::MemberLeaving => "member_leaving",
+            EventKind::RoleChanged { .. } => "role_changed",
+            EventKind::AddressChanged { .. } => "address_changed",
+            EventKind::LeaderChanged => "leader_changed",
+        }
+    }
 }
 
 /// One committed change to a member.

@@ -20,7 +20,7 @@
 //! | 9..=11     | `SetRoles`     | voter bits, learner bits (ids 1..=8)     |
 //! | 12, 13     | `RemoveMember` | id (bit 7: `Removed`, else `Left`)       |
 //! | 14         | `Noop`         | -                                        |
-//! | 15         | a blank entry  | - (`ClusterState::advance`)              |
+//! | 15         | a blank entry  | leader id (`ClusterState::leader_elected`) |
 //!
 //! Ids, names and addresses come from small pools (ids 1..=8, names n1..n8, four addresses) so that
 //! commands collide, with a few invalid or edge values mixed in. Bytes past the end read as 0.
@@ -52,8 +52,9 @@ const MAX_VOTERS: [u32; 10] = [1, 3, 5, 7, 9, 0, 2, 4, 11, u32::MAX];
 pub enum Entry {
     /// A leader-stamped command, applied with [`ClusterState::apply`].
     Normal(Request),
-    /// An entry without a command, recorded with [`ClusterState::advance`].
-    Blank,
+    /// The blank entry a new term's leader commits first, recorded with
+    /// [`ClusterState::leader_elected`].
+    Blank { leader: NodeId },
 }
 
 /// Reads bytes, yielding 0 past the end.
@@ -165,7 +166,12 @@ pub fn decode(data: &[u8]) -> Vec<(u64, Entry)> {
             }
             14 => Command::Noop,
             _ => {
-                steps.push((idx, Entry::Blank));
+                steps.push((
+                    idx,
+                    Entry::Blank {
+                        leader: id(b.next()),
+                    },
+                ));
                 continue;
             }
         };
@@ -179,8 +185,8 @@ pub fn decode(data: &[u8]) -> Vec<(u64, Entry)> {
 fn apply_entry(st: &mut ClusterState, idx: u64, entry: &Entry) -> Option<Response> {
     match entry {
         Entry::Normal(req) => Some(st.apply(idx, req)),
-        Entry::Blank => {
-            st.advance(idx);
+        Entry::Blank { leader } => {
+            st.leader_elected(idx, *leader);
             None
         }
     }
@@ -269,13 +275,7 @@ fn check_step(
         return Err(format!("revision is {}, not the index", after.revision));
     }
     let (req, resp) = match (entry, resp) {
-        (Entry::Blank, None) => {
-            return if same_but_revision(before, after) {
-                Ok(())
-            } else {
-                Err("a blank entry changed more than the revision".into())
-            };
-        }
+        (Entry::Blank { leader }, None) => return check_blank(before, idx, *leader, after),
         (Entry::Normal(req), Some(resp)) => (req, resp),
         _ => return Err("a response does not match its entry".into()),
     };
@@ -293,6 +293,42 @@ fn check_step(
     }
 }
 
+/// A blank entry changes the revision, and records `leader_changed` exactly when the cluster
+/// exists and its leader is a different node.
+fn check_blank(
+    before: &ClusterState,
+    idx: u64,
+    leader: NodeId,
+    after: &ClusterState,
+) -> Result<(), String> {
+    if before.cluster_id == 0 || leader == before.leader {
+        return if same_but_revision(before, after) {
+            Ok(())
+        } else {
+            Err("a blank entry of the same leader changed more than the revision".into())
+        };
+    }
+    let mut expect = before.clone();
+    expect.revision = idx;
+    expect.leader = leader;
+    let new: Vec<_> = after.events.iter().filter(|e| e.revision == idx).collect();
+    let ok = new.len() == 1
+        && new[0].kind == crate::event::EventKind::LeaderChanged
+        && new[0].id == leader
+        && after.members == before.members
+        && after.leader == leader
+        && after.cluster_id == before.cluster_id
+        && after.max_voters == before.max_voters;
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "a new leader's blank entry: {new:?}, leader {}",
+            after.leader
+        ))
+    }
+}
+
 /// Whether `a` and `b` are equal but for the revision.
 fn same_but_revision(a: &ClusterState, b: &ClusterState) -> bool {
     // Destructured, so that a new field breaks the build here instead of going unchecked.
@@ -302,11 +338,15 @@ fn same_but_revision(a: &ClusterState, b: &ClusterState) -> bool {
         members,
         revision: _,
         events,
+        leader,
+        compacted_to,
     } = a;
     *cluster_id == b.cluster_id
         && *max_voters == b.max_voters
         && *members == b.members
         && *events == b.events
+        && *leader == b.leader
+        && *compacted_to == b.compacted_to
 }
 
 /// `Err(rule)` when `st` must accept `cmd`, so refusing it is a bug; `Ok` when a refusal is allowed.
@@ -621,7 +661,7 @@ mod tests {
             &steps[1].1,
             Entry::Normal(Request { cmd: Command::AddMember { id: 2, name, .. }, .. }) if name == "n2"
         ));
-        assert_eq!(steps[4].1, Entry::Blank);
+        assert!(matches!(steps[4].1, Entry::Blank { .. }));
         let st = run(&data);
         assert_eq!(st.revision, 5);
         assert_eq!(st.voter_ids().into_iter().collect::<Vec<_>>(), vec![1, 2]);
@@ -739,7 +779,8 @@ mod tests {
         let before = booted();
         let mut after = before.clone();
         after.members.insert(2, member(2, "n2"));
-        let err = check_step(&before, before.revision, &Entry::Blank, None, &after).unwrap_err();
+        let blank = Entry::Blank { leader: 1 };
+        let err = check_step(&before, before.revision, &blank, None, &after).unwrap_err();
         assert!(err.contains("stale entry changed"), "{err}");
     }
 

@@ -24,6 +24,12 @@ pub struct ClusterState {
     pub revision: u64,
     /// The most recent membership events, oldest first.
     pub events: VecDeque<Event>,
+    /// The member that led the term of the last blank entry (0 before any).
+    #[serde(default)]
+    pub leader: NodeId,
+    /// Revision of the newest event dropped from `events` (0: none dropped).
+    #[serde(default)]
+    pub compacted_to: u64,
 }
 
 /// What the leader must do to remove a member without losing quorum.
@@ -71,6 +77,18 @@ impl ClusterState {
         }
     }
 
+    /// Records the blank entry a new leader commits when its term starts: `leader_changed`.
+    pub fn leader_elected(&mut self, log_idx: u64, leader: NodeId) {
+        if log_idx <= self.revision && self.revision != 0 {
+            return;
+        }
+        self.revision = log_idx;
+        if leader != self.leader && self.cluster_id != 0 {
+            self.leader = leader;
+            self.event(log_idx, leader, EventKind::LeaderChanged);
+        }
+    }
+
     fn apply_cmd(&mut self, rev: u64, now_ms: u64, cmd: &Command) -> Result<(), Reject> {
         if self.cluster_id == 0 && !matches!(cmd, Command::Bootstrap { .. } | Command::Noop) {
             return Err(Reject::NotBootstrapped);
@@ -112,6 +130,9 @@ impl ClusterState {
                 };
                 self.members.insert(*id, m);
                 self.event(rev, *id, EventKind::MemberJoined);
+                // Only a new cluster's sole member, as its leader, writes Bootstrap.
+                self.leader = *id;
+                self.event(rev, *id, EventKind::LeaderChanged);
                 Ok(())
             }
             Command::AddMember { id, name, addr } => {
@@ -271,7 +292,9 @@ impl ClusterState {
             status,
         });
         while self.events.len() > MAX_EVENTS_RETAINED {
-            self.events.pop_front();
+            if let Some(e) = self.events.pop_front() {
+                self.compacted_to = self.compacted_to.max(e.revision);
+            }
         }
     }
 
@@ -375,10 +398,8 @@ impl ClusterState {
     /// Events with a revision strictly greater than `after`, oldest first; `None` when some of
     /// them were already dropped from the retained window.
     pub fn events_after(&self, after: u64) -> Option<Vec<Event>> {
-        if let Some(first) = self.events.front() {
-            if after + 1 < first.revision && after < self.revision {
-                return None;
-            }
+        if after < self.compacted_to {
+            return None;
         }
         Some(
             self.events

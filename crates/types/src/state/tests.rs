@@ -226,3 +226,33 @@ fn bad_names_and_addresses_are_rejected() {
     assert!(matches!(r.rejected, Some(Reject::InvalidArgument { .. })));
     assert_eq!(s.members.len(), 1);
 }
+
+#[test]
+fn events_after_reports_compaction_only_when_events_were_dropped() {
+    let mut s = boot();
+    // Entries that make no event leave gaps: that is not compaction.
+    s.apply(5, &req(Command::Noop));
+    assert_eq!(
+        s.events_after(0).map(|v| v.len()),
+        Some(2),
+        "member_joined, leader_changed"
+    );
+    let mut idx = 6;
+    while s.compacted_to == 0 {
+        add(&mut s, idx, 2, "n2");
+        s.apply(
+            idx + 1,
+            &req(Command::RemoveMember {
+                id: 2,
+                reason: RemoveReason::Left,
+            }),
+        );
+        idx += 2;
+    }
+    assert!(s.events_after(0).is_none(), "the first events are gone");
+    assert!(s.events_after(s.compacted_to - 1).is_none());
+    let from_kept = s.events_after(s.compacted_to).unwrap();
+    assert!(from_kept.iter().all(|e| e.revision > s.compacted_to));
+    assert_eq!(s.events.len(), crate::limits::MAX_EVENTS_RETAINED);
+    s.check_invariants().unwrap();
+}
