@@ -199,3 +199,29 @@ fn t29_new_member_catches_up_from_a_streamed_snapshot() {
     );
     assert_eq!(running(&n3), ["n1", "n2", "n3"]);
 }
+
+#[test]
+fn t53_a_node_removed_while_cut_off_learns_it_and_resets() {
+    let mut c = Cluster::new();
+    c.form(3);
+    let old_cluster = c.get("n1").status()["cluster_id"].clone();
+    let old_id = member(&c.get("n1").status(), "n3").unwrap()["id"].clone();
+    c.get("n3").pause();
+    let n1 = c.get("n1");
+    wait_until(WAIT, "n3 down", || stopped(&n1.status()) == ["n3"]);
+    assert_eq!(n1.cli(&["cluster", "force-leave", "n3"]).ok(), "removed n3");
+    c.get("n3").resume();
+    // Its first contact (a vote request) is answered "removed": it resets to a fresh node.
+    let n3 = c.get("n3");
+    wait_until(WAIT, "n3 reset itself", || {
+        n3.try_status().is_some_and(|s| {
+            s["cluster_id"] != old_cluster && running(&s) == ["n3"] && s["node"]["id"] != old_id
+        })
+    });
+    // The cluster goes on without it (a configuration change may cost one quick election).
+    let n1 = c.get("n1");
+    wait_until(WAIT, "n1 and n2 with a leader", || {
+        n1.try_status()
+            .is_some_and(|s| running(&s) == ["n1", "n2"] && s["leader"].is_string())
+    });
+}

@@ -219,6 +219,26 @@ impl Agent {
         }
     }
 
+    /// SIGSTOP: the process stays, but answers nothing (a node cut off).
+    pub fn pause(&self) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGSTOP);
+            }
+        }
+    }
+
+    /// SIGCONT after [`Agent::pause`].
+    pub fn resume(&self) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGCONT);
+            }
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(c) => matches!(c.try_wait(), Ok(None)),

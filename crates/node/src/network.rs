@@ -62,6 +62,8 @@ pub struct Transport {
     cookie: AsciiMetadataValue,
     cluster_id: Arc<AtomicU64>,
     last_ok: Arc<Mutex<HashMap<NodeId, Instant>>>,
+    /// Set when a member of our cluster answered that this node was removed.
+    removed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Transport {
@@ -73,6 +75,7 @@ impl Transport {
             cookie,
             cluster_id,
             last_ok: Arc::default(),
+            removed: Arc::new(tokio::sync::watch::channel(false).0),
         })
     }
 
@@ -122,6 +125,16 @@ impl Transport {
                 forwarded: true,
             },
         ))
+    }
+
+    /// Fires when a member answers that this node was removed from the cluster.
+    pub fn removed_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.removed.subscribe()
+    }
+
+    /// Re-arms the removed signal (after the node has reset).
+    pub fn clear_removed(&self) {
+        self.removed.send_replace(false);
     }
 
     pub fn record_ok(&self, id: NodeId) {
@@ -197,6 +210,13 @@ impl PeerConn {
     }
 
     fn status_err<E: std::error::Error>(&self, st: tonic::Status) -> RpcErr<E> {
+        let removed = st
+            .metadata()
+            .get(ekka_proto::ERROR_HEADER)
+            .is_some_and(|v| v.as_bytes() == b"node_not_in_cluster");
+        if removed {
+            self.transport.removed.send_replace(true);
+        }
         match st.code() {
             // Nothing answered, or the peer is not (yet) in our cluster: back off.
             tonic::Code::Unavailable

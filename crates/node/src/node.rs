@@ -186,6 +186,7 @@ impl Node {
         crate::server::spawn(inner.clone(), listener);
         inner.after_start().await?;
         tokio::spawn(crate::monitor::run(inner.clone()));
+        tokio::spawn(inner.clone().reset_when_removed());
         if let Some(d) = inner.cfg.discovery.clone() {
             d.0.bind(&inner.addr);
             tokio::spawn(crate::autocluster::run(inner.clone(), d.0));
@@ -1150,6 +1151,29 @@ impl Inner {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// A member answered one of this node's Raft RPCs with "you were removed" (it was removed
+    /// while unreachable): start over as a fresh node; autocluster then rejoins under a new id.
+    async fn reset_when_removed(self: Arc<Self>) {
+        let mut sig = self.transport.removed_signal();
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                r = sig.wait_for(|r| *r) => if r.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+            warn!(
+                "a member says this node was removed from the cluster: resetting to a fresh node"
+            );
+            if let Err(e) = self
+                .reset_and_reboot(Action::Heal, Reset::Fresh { keep: None })
+                .await
+            {
+                warn!(error = %e, "reset after removal failed");
+            }
+            self.transport.clear_removed();
         }
     }
 

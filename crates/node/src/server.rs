@@ -158,7 +158,21 @@ impl Peer for PeerSvc {
         self.check_cluster(&req)?;
         let p = req.into_inner();
         let rpc: VoteRequest<NodeId> = decode(p.version, &p.data)?;
-        let res = self.inner.core().raft.vote(rpc).await;
+        let core = self.inner.core();
+        let candidate = rpc.vote.leader_id().voted_for().unwrap_or_default();
+        let removed = core
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .was_removed(candidate);
+        if removed {
+            // The candidate was removed while it could not hear it: tell it, so it resets.
+            return Err(to_status(ApiError::new(
+                ErrorCode::NodeNotInCluster,
+                format!("{} was removed from this cluster", fmt_id(candidate)),
+            )));
+        }
+        let res = core.raft.vote(rpc).await;
         encode(&res)
     }
 

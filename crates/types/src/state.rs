@@ -395,6 +395,20 @@ impl ClusterState {
         learners.into_iter().take(target - n_voters).collect()
     }
 
+    /// Whether `id` is known to have been removed (a retained `member_left`/`member_removed`
+    /// event, no later join): positive evidence, never mere absence, so a member that lags behind
+    /// a join never calls the new member removed.
+    pub fn was_removed(&self, id: NodeId) -> bool {
+        if self.members.contains_key(&id) {
+            return false;
+        }
+        self.events
+            .iter()
+            .rev()
+            .find(|e| e.id == id && !matches!(e.kind, EventKind::LeaderChanged))
+            .is_some_and(|e| matches!(e.kind, EventKind::MemberLeft | EventKind::MemberRemoved))
+    }
+
     /// Events with a revision strictly greater than `after`, oldest first; `None` when some of
     /// them were already dropped from the retained window.
     pub fn events_after(&self, after: u64) -> Option<Vec<Event>> {

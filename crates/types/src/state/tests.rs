@@ -256,3 +256,20 @@ fn events_after_reports_compaction_only_when_events_were_dropped() {
     assert_eq!(s.events.len(), crate::limits::MAX_EVENTS_RETAINED);
     s.check_invariants().unwrap();
 }
+
+#[test]
+fn was_removed_needs_evidence_not_absence() {
+    let mut s = boot();
+    assert!(!s.was_removed(2), "never seen is not removed");
+    add(&mut s, 2, 2, "n2");
+    assert!(!s.was_removed(2));
+    s.apply(
+        3,
+        &req(Command::RemoveMember {
+            id: 2,
+            reason: RemoveReason::Removed,
+        }),
+    );
+    assert!(s.was_removed(2));
+    assert!(!s.was_removed(1));
+}
