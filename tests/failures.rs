@@ -225,3 +225,50 @@ fn t53_a_node_removed_while_cut_off_learns_it_and_resets() {
             .is_some_and(|s| running(&s) == ["n1", "n2"] && s["leader"].is_string())
     });
 }
+
+#[test]
+fn t54_a_voter_down_too_long_is_replaced_by_an_up_learner() {
+    let mut c = Cluster::new();
+    let fast = ["--replace-down-voter-after", "1s"];
+    for i in 1..=7 {
+        c.start(&format!("n{i}"), &fast);
+    }
+    let seed = c.get("n1").addr.clone();
+    for i in 2..=7 {
+        let out = c.get(&format!("n{i}")).cli(&["cluster", "join", &seed]);
+        assert!(out.ok().starts_with("joined "), "{out:?}");
+    }
+    let n1 = c.get("n1");
+    wait_until(WAIT, "5 voters and 2 learners", || {
+        let s = n1.status();
+        role_count(&s, "voter") == 5 && role_count(&s, "learner") == 2
+    });
+    let s = n1.status();
+    let leader = s["leader"].as_str().unwrap().to_string();
+    let victim = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "voter" && m["name"] != leader.as_str())
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .unwrap();
+    c.get_mut(&victim).kill();
+    let watcher = ["n1", "n2", "n3", "n4", "n5", "n6", "n7"]
+        .into_iter()
+        .find(|n| *n != victim)
+        .unwrap();
+    let a = c.get(watcher);
+    wait_until(WAIT, "the down voter replaced", || {
+        a.try_status().is_some_and(|s| {
+            let voters: Vec<_> = s["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["role"] == "voter")
+                .collect();
+            voters.len() == 5
+                && voters.iter().all(|m| m["status"] == "up")
+                && member(&s, &victim).is_some_and(|m| m["role"] == "learner")
+        })
+    });
+}

@@ -73,6 +73,9 @@ pub struct AgentArgs {
     /// The leader marks a member down after this long without an answer [default: 500ms].
     #[arg(long, env = "EKKA_DOWN_AFTER", value_name = "DUR")]
     pub down_after: Option<String>,
+    /// A voter down this long is replaced by an up learner [default: 10s].
+    #[arg(long, env = "EKKA_REPLACE_DOWN_VOTER_AFTER", value_name = "DUR")]
+    pub replace_down_voter_after: Option<String>,
     /// Snapshot every N log entries, keeping N entries after it [default: 5000].
     #[arg(long, env = "EKKA_SNAPSHOT_EVERY", value_name = "N")]
     pub snapshot_every: Option<u64>,

@@ -31,6 +31,7 @@ struct FileConfig {
     heartbeat_interval: Option<String>,
     election_timeout: Option<String>,
     down_after: Option<String>,
+    replace_down_voter_after: Option<String>,
     snapshot_every: Option<u64>,
     dns_name: Option<String>,
     dns_type: Option<String>,
@@ -291,6 +292,13 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
     }
     if let Some(v) = args.down_after.or(file.down_after) {
         node.down_after = duration("down_after", &v)?;
+    }
+    if let Some(v) = args
+        .replace_down_voter_after
+        .clone()
+        .or(file.replace_down_voter_after.clone())
+    {
+        node.replace_down_voter_after = duration("replace_down_voter_after", &v)?;
     }
     if let Some(n) = args.snapshot_every.or(file.snapshot_every) {
         node.snapshot_every = n;

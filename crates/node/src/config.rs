@@ -55,6 +55,8 @@ pub struct NodeConfig {
     pub bootstrap_expect: usize,
     /// Let a cluster of several nodes dissolve into a strictly larger one it discovers.
     pub autoheal: bool,
+    /// A voter down this long (committed down-since) is replaced by an up learner.
+    pub replace_down_voter_after: Duration,
 }
 
 impl NodeConfig {
@@ -78,6 +80,7 @@ impl NodeConfig {
             retry_interval: Duration::from_secs(1),
             bootstrap_expect: 1,
             autoheal: true,
+            replace_down_voter_after: Duration::from_secs(10),
         }
     }
 

@@ -110,5 +110,38 @@ async fn round(
         }
     }
     let st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
-    inner.promote(core, &st).await
+    inner.promote(core, &st).await?;
+
+    // Replace one voter that has been down too long by an up learner (committed down-since, so a
+    // new leader neither resets nor shortens the clock). The count of voters stays the same.
+    let st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let cutoff =
+        crate::node::now_ms().saturating_sub(inner.cfg.replace_down_voter_after.as_millis() as u64);
+    if let Some((down, learner)) = st.voter_to_replace(cutoff) {
+        if in_raft.contains(&learner) && caught_up(core, learner) {
+            let mut voters = st.voter_ids();
+            voters.remove(&down);
+            voters.insert(learner);
+            let n_up = voters
+                .iter()
+                .filter(|v| st.members.get(v).is_some_and(|m| m.status == Status::Up))
+                .count();
+            if n_up >= ekka_types::state::quorum(voters.len()) {
+                info!(down = %fmt_id(down), learner = %fmt_id(learner), "replacing a voter that is down by an up learner");
+                inner.replace_voters(core, voters).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the leader's replication to `id` has reached its last log entry (within a margin).
+fn caught_up(core: &crate::node::Core, id: ekka_types::NodeId) -> bool {
+    let m = core.raft.metrics().borrow().clone();
+    let last = m.last_log_index.unwrap_or(0);
+    m.replication
+        .as_ref()
+        .and_then(|r| r.get(&id))
+        .and_then(|l| l.as_ref())
+        .is_some_and(|l| l.index + 16 >= last)
 }

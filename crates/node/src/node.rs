@@ -716,6 +716,34 @@ impl Inner {
         }
     }
 
+    /// Makes `voters` the voter set; voters left out stay as learners. Caller holds `op_lock`.
+    pub(crate) async fn replace_voters(
+        &self,
+        core: &Core,
+        voters: BTreeSet<NodeId>,
+    ) -> Result<(), ApiError> {
+        let deadline = Instant::now() + self.cfg.op_timeout;
+        loop {
+            let fut = core
+                .raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), true);
+            match tokio::time::timeout_at(deadline.into(), fut).await {
+                Err(_) => {
+                    return Err(unavailable(
+                        "no quorum: the voter replacement did not commit",
+                    ))
+                }
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                )))) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(Err(e)) => return Err(write_err(e)),
+            }
+        }
+    }
+
     /// Promotes the learners `st` says should be voters. Caller holds `op_lock`.
     pub(crate) async fn promote(
         &self,

@@ -378,6 +378,19 @@ impl ClusterState {
         v.into_iter().map(|m| m.id).collect()
     }
 
+    /// A voter down since before `down_before_ms` (leader-stamped, committed) and the up learner
+    /// to seat instead, keeping the voter count; `None` when there is nothing to replace.
+    pub fn voter_to_replace(&self, down_before_ms: u64) -> Option<(NodeId, NodeId)> {
+        let down = self
+            .members
+            .values()
+            .filter(|m| m.role == Role::Voter && m.status == Status::Down)
+            .filter(|m| m.since_ms < down_before_ms)
+            .min_by_key(|m| (m.since_ms, m.id))?;
+        let learner = self.up_learners().into_iter().next()?;
+        Some((down.id, learner))
+    }
+
     /// Learners the leader should promote now: enough to bring the voter count to the largest odd
     /// number not above `max_voters` and the number of voters plus up learners.
     pub fn learners_to_promote(&self) -> Vec<NodeId> {

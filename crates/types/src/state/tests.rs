@@ -273,3 +273,31 @@ fn was_removed_needs_evidence_not_absence() {
     assert!(s.was_removed(2));
     assert!(!s.was_removed(1));
 }
+
+#[test]
+fn a_long_down_voter_is_replaced_by_the_oldest_up_learner() {
+    let mut s = boot();
+    add(&mut s, 2, 2, "n2");
+    add(&mut s, 3, 3, "n3");
+    s.apply(4, &req(Command::MarkUp { id: 2, addr: None }));
+    s.apply(5, &req(Command::MarkUp { id: 3, addr: None }));
+    s.apply(
+        6,
+        &req(Command::SetRoles {
+            voters: vec![1, 2],
+            learners: vec![3],
+        }),
+    );
+    assert_eq!(s.voter_to_replace(u64::MAX), None, "no voter is down");
+    s.apply(
+        7,
+        &Request {
+            now_ms: 5_000,
+            cmd: Command::MarkDown { id: 2 },
+        },
+    );
+    assert_eq!(s.voter_to_replace(5_000), None, "not down long enough");
+    assert_eq!(s.voter_to_replace(5_001), Some((2, 3)));
+    s.apply(8, &req(Command::MarkDown { id: 3 }));
+    assert_eq!(s.voter_to_replace(u64::MAX), None, "no up learner to seat");
+}
