@@ -126,6 +126,12 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
         .or(file.seeds.clone())
         .unwrap_or_default();
     let timeout = ekka_node::discovery::DEFAULT_TIMEOUT;
+    // dns and k8s default the agents' port to this agent's own listen port.
+    let listen_port = node
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.port())
+        .unwrap_or(0);
     let strategy: Option<Arc<dyn Strategy>> = match kind.as_str() {
         "manual" => None,
         "singleton" => {
@@ -152,11 +158,6 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
                 .unwrap_or_else(|| "a".into())
                 .parse()
                 .map_err(|e: String| invalid(format!("dns_type: {e}")))?;
-            let listen_port = node
-                .listen
-                .parse::<std::net::SocketAddr>()
-                .map(|a| a.port())
-                .unwrap_or(0);
             let port = args.dns_port.or(file.dns_port).unwrap_or(listen_port);
             let ns = match args.dns_nameserver.clone().or(file.dns_nameserver.clone()) {
                 Some(n) => Some(n.parse::<std::net::SocketAddr>().map_err(|e| {
@@ -212,11 +213,6 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
                 .clone()
                 .or(file.k8s_service.clone())
                 .ok_or_else(|| invalid("k8s_service: the k8s strategy needs --k8s-service"))?;
-            let listen_port = node
-                .listen
-                .parse::<std::net::SocketAddr>()
-                .map(|a| a.port())
-                .unwrap_or(0);
             let mut k = K8sConfig::from_pod(service, args.k8s_port.or(file.k8s_port).unwrap_or(listen_port));
             if let Some(v) = args.k8s_namespace.clone().or(file.k8s_namespace.clone()) {
                 k.namespace = v;

@@ -99,32 +99,29 @@ impl Transport {
         Ok(ch)
     }
 
-    /// A peer client for `addr`; `forwarded` marks a call made on behalf of another node.
-    pub fn peer(&self, addr: &str, forwarded: bool) -> Result<Peer, String> {
+    /// The auth headers of an outgoing call: cookie, current cluster id, forwarded mark.
+    fn outgoing(&self, forwarded: bool) -> Result<Outgoing, String> {
         let cluster = AsciiMetadataValue::try_from(ekka_types::fmt_id(self.cluster_id()))
             .map_err(|e| e.to_string())?;
-        let out = Outgoing {
+        Ok(Outgoing {
             cookie: self.cookie.clone(),
             cluster,
             forwarded,
-        };
-        Ok(PeerClient::with_interceptor(self.channel(addr)?, out)
-            .max_decoding_message_size(MAX_RPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_RPC_MESSAGE_BYTES))
+        })
+    }
+
+    /// A peer client for `addr`; `forwarded` marks a call made on behalf of another node.
+    pub fn peer(&self, addr: &str, forwarded: bool) -> Result<Peer, String> {
+        Ok(
+            PeerClient::with_interceptor(self.channel(addr)?, self.outgoing(forwarded)?)
+                .max_decoding_message_size(MAX_RPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RPC_MESSAGE_BYTES),
+        )
     }
 
     /// The channel and auth interceptor for a client of another service at `addr`.
     pub fn channel_with_auth(&self, addr: &str) -> Result<(Channel, Outgoing), String> {
-        let cluster = AsciiMetadataValue::try_from(ekka_types::fmt_id(self.cluster_id()))
-            .map_err(|e| e.to_string())?;
-        Ok((
-            self.channel(addr)?,
-            Outgoing {
-                cookie: self.cookie.clone(),
-                cluster,
-                forwarded: true,
-            },
-        ))
+        Ok((self.channel(addr)?, self.outgoing(true)?))
     }
 
     /// Fires when a member answers that this node was removed from the cluster.

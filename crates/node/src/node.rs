@@ -480,14 +480,17 @@ impl Inner {
         }
     }
 
+    /// Commits `change`, retrying while a previous change is still in progress. With `retain`,
+    /// voters taken out stay as learners; without, they leave the configuration.
     async fn change_membership(
         &self,
         core: &Core,
         change: ChangeMembers<NodeId, BasicNode>,
+        retain: bool,
     ) -> Result<(), ApiError> {
         let deadline = Instant::now() + self.cfg.op_timeout;
         loop {
-            let fut = core.raft.change_membership(change.clone(), false);
+            let fut = core.raft.change_membership(change.clone(), retain);
             let r = tokio::time::timeout_at(deadline.into(), fut)
                 .await
                 .map_err(|_| unavailable("no quorum: the membership change did not commit"))?;
@@ -523,12 +526,16 @@ impl Inner {
             return Ok(());
         }
         if plan.was_voter {
-            self.change_membership(core, ChangeMembers::ReplaceAllVoters(plan.voters.clone()))
-                .await?;
+            self.change_membership(
+                core,
+                ChangeMembers::ReplaceAllVoters(plan.voters.clone()),
+                false,
+            )
+            .await?;
         }
         if Self::in_raft_config(core, id) {
             let ids: BTreeSet<NodeId> = [id].into();
-            self.change_membership(core, ChangeMembers::RemoveNodes(ids))
+            self.change_membership(core, ChangeMembers::RemoveNodes(ids), false)
                 .await?;
         }
         Ok(())
@@ -722,26 +729,8 @@ impl Inner {
         core: &Core,
         voters: BTreeSet<NodeId>,
     ) -> Result<(), ApiError> {
-        let deadline = Instant::now() + self.cfg.op_timeout;
-        loop {
-            let fut = core
-                .raft
-                .change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), true);
-            match tokio::time::timeout_at(deadline.into(), fut).await {
-                Err(_) => {
-                    return Err(unavailable(
-                        "no quorum: the voter replacement did not commit",
-                    ))
-                }
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
-                    ChangeMembershipError::InProgress(_),
-                )))) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Ok(Err(e)) => return Err(write_err(e)),
-            }
-        }
+        self.change_membership(core, ChangeMembers::ReplaceAllVoters(voters), true)
+            .await
     }
 
     /// Promotes the learners `st` says should be voters. Caller holds `op_lock`.
@@ -759,7 +748,7 @@ impl Inner {
             return Ok(());
         }
         info!(ids = ?ids.iter().map(|i| fmt_id(*i)).collect::<Vec<_>>(), "promoting learners to voters");
-        self.change_membership(core, ChangeMembers::AddVoterIds(ids))
+        self.change_membership(core, ChangeMembers::AddVoterIds(ids), false)
             .await
     }
 
