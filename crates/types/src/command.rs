@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use crate::id::{ClusterId, NodeId};
+use crate::kv::KvOp;
+use crate::lock::LockOp;
 
 /// What a log entry asks the state machine to do, with the time the leader stamped on it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +57,22 @@ pub enum Command {
     RemoveMember { id: NodeId, reason: RemoveReason },
     /// Changes nothing but the revision.
     Noop,
+    /// A lock operation.
+    Lock(LockOp),
+    /// A key-value write.
+    Kv(KvOp),
+    /// Expires the leases and lock waits that ran out by the entry's time (the leader's tick).
+    ExpireLocks,
+}
+
+impl Command {
+    /// A lock or key-value command: what clients may propose through the data API.
+    pub fn is_data(&self) -> bool {
+        matches!(
+            self,
+            Command::Lock(_) | Command::Kv(_) | Command::ExpireLocks
+        )
+    }
 }
 
 /// Why the state machine refused a command. The state is unchanged when it does.
@@ -63,12 +81,35 @@ pub enum Command {
 pub enum Reject {
     NotBootstrapped,
     AlreadyBootstrapped,
-    NameInUse { name: String },
-    NoSuchMember { id: NodeId },
+    NameInUse {
+        name: String,
+    },
+    NoSuchMember {
+        id: NodeId,
+    },
     TooManyMembers,
-    TooManyVoters { max_voters: u32 },
+    TooManyVoters {
+        max_voters: u32,
+    },
     WouldLoseQuorum,
-    InvalidArgument { message: String },
+    InvalidArgument {
+        message: String,
+    },
+    LockHeld {
+        resource: String,
+    },
+    LockNotHeld {
+        resource: String,
+    },
+    TooManyLocks,
+    /// `cas`: the key's revision is `revision` (0: absent), not the one expected.
+    CompareFailed {
+        key: String,
+        revision: u64,
+    },
+    KvFull {
+        message: String,
+    },
 }
 
 impl fmt::Display for Reject {
@@ -90,6 +131,17 @@ impl fmt::Display for Reject {
                 f.write_str("the change would leave fewer up voters than the quorum")
             }
             Reject::InvalidArgument { message } => f.write_str(message),
+            Reject::LockHeld { resource } => write!(f, "{resource} is held by another owner"),
+            Reject::LockNotHeld { resource } => {
+                write!(f, "this token does not hold {resource}")
+            }
+            Reject::TooManyLocks => {
+                write!(f, "{} locks are already held", crate::limits::MAX_LOCKS)
+            }
+            Reject::CompareFailed { key, revision } => {
+                write!(f, "{key} is at revision {revision}")
+            }
+            Reject::KvFull { message } => f.write_str(message),
         }
     }
 }
@@ -101,6 +153,37 @@ pub struct Response {
     pub revision: u64,
     /// `None` when the command was applied; the reason when it was refused.
     pub rejected: Option<Reject>,
+    /// What an applied lock or key-value command produced.
+    #[serde(default)]
+    pub outcome: Outcome,
+}
+
+/// What an applied data command produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    #[default]
+    None,
+    /// The lock is held with `token` until `expires_ms` (leader time).
+    Granted {
+        token: u64,
+        expires_ms: u64,
+    },
+    /// The acquirer waits in line at `position` (0: next).
+    Queued {
+        position: u32,
+    },
+    Renewed {
+        expires_ms: u64,
+    },
+    Released,
+    /// A put; `prev_revision` is the key's previous `mod_revision` (0: it was new).
+    Put {
+        prev_revision: u64,
+    },
+    Deleted {
+        existed: bool,
+    },
 }
 
 impl Response {

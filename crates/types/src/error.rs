@@ -21,11 +21,17 @@ pub enum ErrorCode {
     InvalidConfig,
     /// watch: the revision asked for is older than the retained events.
     Compacted,
+    /// kv cas: the key's revision is not the expected one.
+    CompareFailed,
+    /// kv get: no such key.
+    KeyNotFound,
+    /// A size or count limit would be exceeded.
+    ResourceExhausted,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::NodeDown,
         ErrorCode::AlreadyInCluster,
         ErrorCode::InOtherCluster,
@@ -40,6 +46,9 @@ impl ErrorCode {
         ErrorCode::InvalidArgument,
         ErrorCode::InvalidConfig,
         ErrorCode::Compacted,
+        ErrorCode::CompareFailed,
+        ErrorCode::KeyNotFound,
+        ErrorCode::ResourceExhausted,
         ErrorCode::Internal,
     ];
 
@@ -59,6 +68,9 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => "invalid_argument",
             ErrorCode::InvalidConfig => "invalid_config",
             ErrorCode::Compacted => "compacted",
+            ErrorCode::CompareFailed => "compare_failed",
+            ErrorCode::KeyNotFound => "key_not_found",
+            ErrorCode::ResourceExhausted => "resource_exhausted",
             ErrorCode::Internal => "internal",
         }
     }

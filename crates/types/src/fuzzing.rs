@@ -340,8 +340,15 @@ fn same_but_revision(a: &ClusterState, b: &ClusterState) -> bool {
         events,
         leader,
         compacted_to,
+        clock_ms,
+        locks,
+        kv,
     } = a;
-    *cluster_id == b.cluster_id
+    // The clock follows the entries' time, accepted or not, and never goes backwards.
+    *clock_ms <= b.clock_ms
+        && *locks == b.locks
+        && *kv == b.kv
+        && *cluster_id == b.cluster_id
         && *max_voters == b.max_voters
         && *members == b.members
         && *events == b.events
@@ -551,6 +558,11 @@ fn check_accepted(
             }
             others_unchanged(before, after, &[*id], false)?;
         }
+        Command::Lock(_) | Command::Kv(_) | Command::ExpireLocks => {
+            if after.members != before.members || after.events != before.events {
+                return Err("a data command changed the membership".into());
+            }
+        }
     }
     Ok(())
 }
@@ -748,6 +760,7 @@ mod tests {
         let resp = Response {
             revision: after.revision,
             rejected: None,
+            outcome: Default::default(),
         };
         let err = check_step(&before, after.revision, &req(cmd), Some(&resp), &after).unwrap_err();
         assert!(err.contains("two members are named n1"), "{err}");
@@ -762,6 +775,7 @@ mod tests {
         let resp = Response {
             revision: after.revision,
             rejected: Some(crate::command::Reject::NoSuchMember { id: 3 }),
+            outcome: Default::default(),
         };
         let err = check_step(
             &before,
@@ -792,6 +806,7 @@ mod tests {
         let resp = Response {
             revision: after.revision,
             rejected: None,
+            outcome: Default::default(),
         };
         let err = check_step(
             &before,
@@ -815,6 +830,7 @@ mod tests {
         let resp = Response {
             revision: after.revision,
             rejected: Some(crate::command::Reject::WouldLoseQuorum),
+            outcome: Default::default(),
         };
         let err = check_step(
             &before,

@@ -34,3 +34,45 @@ pub const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Longest cookie, in bytes.
 pub const MAX_COOKIE_BYTES: usize = 1024;
+
+/// Longest lock resource name, in bytes (printable, no whitespace).
+pub const MAX_LOCK_RESOURCE_BYTES: usize = 256;
+
+/// Longest lock owner id, in bytes (printable, no whitespace).
+pub const MAX_LOCK_OWNER_BYTES: usize = 128;
+
+/// Most locks held at once.
+pub const MAX_LOCKS: usize = 100_000;
+
+/// Most acquirers queued on one lock.
+pub const MAX_LOCK_WAITERS: usize = 1024;
+
+/// Shortest lock lease.
+pub const MIN_LOCK_TTL_MS: u64 = 100;
+
+/// Longest lock lease (1 day).
+pub const MAX_LOCK_TTL_MS: u64 = 24 * 3600 * 1000;
+
+/// Longest time an acquirer may wait in line (1 hour).
+pub const MAX_LOCK_WAIT_MS: u64 = 3600 * 1000;
+
+/// Longest key, in bytes (printable, no whitespace).
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Largest value, in bytes.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// Most keys in the key-value space.
+pub const MAX_KEYS: usize = 100_000;
+
+/// Largest total of key and value bytes in the key-value space.
+pub const MAX_KV_TOTAL_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Key-value changes kept for `watch(prefix, from_revision)`.
+pub const MAX_KV_EVENTS_RETAINED: usize = 10_000;
+
+/// Largest total of key and value bytes in the retained key-value changes.
+pub const MAX_KV_EVENT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Most keys one `range` answer carries.
+pub const MAX_RANGE_KEYS: usize = 10_000;

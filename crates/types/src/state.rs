@@ -4,10 +4,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::check::{check_addr, check_name};
-use crate::command::{Command, Reject, RemoveReason, Request, Response};
+use crate::command::{Command, Outcome, Reject, RemoveReason, Request, Response};
 use crate::event::{Event, EventKind};
 use crate::id::{ClusterId, NodeId};
+use crate::kv::KvSpace;
 use crate::limits::{MAX_EVENTS_RETAINED, MAX_MEMBERS, MAX_VOTERS_LIMIT};
+use crate::lock::LockTable;
 use crate::member::{Member, Role, Status};
 
 /// The replicated cluster state: members, the cluster id and the revision.
@@ -30,6 +32,15 @@ pub struct ClusterState {
     /// Revision of the newest event dropped from `events` (0: none dropped).
     #[serde(default)]
     pub compacted_to: u64,
+    /// The latest leader time applied: the state's clock, which never goes backwards.
+    #[serde(default)]
+    pub clock_ms: u64,
+    /// Lease locks.
+    #[serde(default)]
+    pub locks: LockTable,
+    /// The key-value space.
+    #[serde(default)]
+    pub kv: KvSpace,
 }
 
 /// What the leader must do to remove a member without losing quorum.
@@ -60,13 +71,67 @@ impl ClusterState {
                 rejected: Some(Reject::InvalidArgument {
                     message: format!("entry {log_idx} is not after revision {}", self.revision),
                 }),
+                outcome: Outcome::None,
             };
         }
         self.revision = log_idx;
-        let rejected = self.apply_cmd(log_idx, req.now_ms, &req.cmd).err();
-        Response {
-            revision: log_idx,
-            rejected,
+        if req.now_ms > self.clock_ms {
+            self.clock_ms = req.now_ms;
+        }
+        let result = if req.cmd.is_data() {
+            self.apply_data(log_idx, &req.cmd)
+        } else {
+            self.apply_cmd(log_idx, req.now_ms, &req.cmd)
+                .map(|_| Outcome::None)
+        };
+        match result {
+            Ok(outcome) => Response {
+                revision: log_idx,
+                rejected: None,
+                outcome,
+            },
+            Err(r) => Response {
+                revision: log_idx,
+                rejected: Some(r),
+                outcome: Outcome::None,
+            },
+        }
+    }
+
+    /// Applies a lock or key-value command at the state's clock.
+    fn apply_data(&mut self, rev: u64, cmd: &Command) -> Result<Outcome, Reject> {
+        if self.cluster_id == 0 {
+            return Err(Reject::NotBootstrapped);
+        }
+        let now = self.clock_ms;
+        if self.locks.extend_pending && now != 0 {
+            self.locks.extend_all(now);
+        }
+        match cmd {
+            Command::Lock(op) => self.locks.apply(rev, now, op),
+            Command::Kv(op) => self.kv.apply(rev, op),
+            Command::ExpireLocks => {
+                self.locks.expire(rev, now);
+                Ok(Outcome::None)
+            }
+            _ => Err(invalid("not a data command")),
+        }
+    }
+
+    /// A copy of the membership part of the state (members, events, leader), without locks and
+    /// keys: what status and the membership logic need, cheap whatever the data held.
+    pub fn membership(&self) -> ClusterState {
+        ClusterState {
+            cluster_id: self.cluster_id,
+            max_voters: self.max_voters,
+            members: self.members.clone(),
+            revision: self.revision,
+            events: self.events.clone(),
+            leader: self.leader,
+            compacted_to: self.compacted_to,
+            clock_ms: self.clock_ms,
+            locks: LockTable::default(),
+            kv: KvSpace::default(),
         }
     }
 
@@ -85,6 +150,9 @@ impl ClusterState {
         self.revision = log_idx;
         if leader != self.leader && self.cluster_id != 0 {
             self.leader = leader;
+            if !self.locks.locks.is_empty() {
+                self.locks.extend_pending = true;
+            }
             self.event(log_idx, leader, EventKind::LeaderChanged);
         }
     }
@@ -248,6 +316,9 @@ impl ClusterState {
                 self.event(rev, *id, kind);
                 self.members.remove(id);
                 Ok(())
+            }
+            Command::Lock(_) | Command::Kv(_) | Command::ExpireLocks => {
+                self.apply_data(rev, cmd).map(|_| ())
             }
         }
     }
@@ -467,6 +538,8 @@ impl ClusterState {
         if self.events.iter().any(|e| e.revision > self.revision) {
             return Err("an event is newer than the revision".into());
         }
+        self.locks.check_invariants(self.revision)?;
+        self.kv.check_invariants(self.revision)?;
         Ok(())
     }
 }
