@@ -20,8 +20,10 @@
 //! # }
 //! ```
 
-pub use ekka_client::{Client, Outcome, Watcher};
-pub use ekka_node::{Action, ForceLeaveOutcome, JoinOutcome, Node, NodeConfig};
+pub use ekka_client::{Client, KvWatcher, LockGrant, Outcome, Watcher};
+pub use ekka_node::{
+    Action, ForceLeaveOutcome, JoinOutcome, LocalLocks, LockGuard, Node, NodeConfig, Read,
+};
 pub use ekka_types::{ApiError, ClusterStatus, ErrorCode, Event, EventKind, Member, Role, Status};
 
 /// The core model: ids, members, commands and the state machine.

@@ -32,6 +32,8 @@ fn main() {
             cli::args::Cmd::Cluster(c) => cli::cluster::run(c).await,
             cli::args::Cmd::Members(m) => cli::cluster::members(m).await,
             cli::args::Cmd::Up(u) => cli::up::run(u).await,
+            cli::args::Cmd::Lock(l) => cli::data::lock(l).await,
+            cli::args::Cmd::Kv(k) => cli::data::kv(k).await,
         }
     });
     if let Err(e) = res {

@@ -27,6 +27,12 @@ pub enum Cmd {
     Members(MembersCmd),
     /// Starts a local N-node cluster as child processes and shows its live status.
     Up(UpArgs),
+    /// Lease locks with fencing tokens.
+    #[command(subcommand)]
+    Lock(LockCmd),
+    /// The small replicated key-value space.
+    #[command(subcommand)]
+    Kv(KvCmd),
 }
 
 /// Agent options. All are optional here so that flags and env can be told apart from values
@@ -232,4 +238,110 @@ pub struct UpArgs {
     /// Shared cluster secret.
     #[arg(long, env = "EKKA_COOKIE", hide_env_values = true)]
     pub cookie: Option<String>,
+}
+
+fn duration(v: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(v)
+        .map_err(|e| format!("{v:?} is not a duration like 500ms, 10s, 2m ({e})"))
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LockCmd {
+    /// Takes a lease lock; prints the fencing token.
+    Acquire {
+        resource: String,
+        /// Lease length; the lock is freed when it runs out unless renewed.
+        #[arg(long, value_parser = duration, value_name = "DUR")]
+        ttl: std::time::Duration,
+        /// Wait in line this long while another owner holds it [default: 0, fail at once].
+        #[arg(long, value_parser = duration, value_name = "DUR")]
+        wait: Option<std::time::Duration>,
+        /// Owner id; the same owner acquiring again gets the same token [default: a new id].
+        #[arg(long, value_name = "ID")]
+        owner: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Extends the lease held with TOKEN.
+    Renew {
+        resource: String,
+        #[arg(long, value_name = "T")]
+        token: u64,
+        /// New lease length [default: the lease's own].
+        #[arg(long, value_parser = duration, value_name = "DUR")]
+        ttl: Option<std::time::Duration>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Releases the lock held with TOKEN.
+    Release {
+        resource: String,
+        #[arg(long, value_name = "T")]
+        token: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KvCmd {
+    /// Writes V under K; prints the write's revision.
+    Put {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Prints the value of K.
+    Get {
+        key: String,
+        /// Print a JSON object with the revisions.
+        #[arg(long)]
+        json: bool,
+        /// Read this agent's state without checking with the leader (may be behind).
+        #[arg(long)]
+        stale: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Deletes K.
+    Delete {
+        key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Writes V under K only if K is at revision R (0: K must not exist); prints the revision.
+    Cas {
+        key: String,
+        #[arg(long = "rev", value_name = "R")]
+        rev: u64,
+        value: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Lists the keys under PREFIX as `KEY VALUE` lines.
+    List {
+        #[arg(default_value = "")]
+        prefix: String,
+        /// One JSON object per key.
+        #[arg(long)]
+        json: bool,
+        /// Read this agent's state without checking with the leader (may be behind).
+        #[arg(long)]
+        stale: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Streams changes under PREFIX from revision REV (inclusive), or only new ones.
+    Watch {
+        #[arg(default_value = "")]
+        prefix: String,
+        #[arg(long = "from", value_name = "REV")]
+        from: Option<u64>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }

@@ -6,7 +6,7 @@ use ekka::{ApiError, Client, Outcome};
 use crate::cli::args::{ClientArgs, ClusterCmd};
 use crate::cli::output;
 
-fn client(a: &ClientArgs) -> Result<Client, ApiError> {
+pub(crate) fn client(a: &ClientArgs) -> Result<Client, ApiError> {
     let cookie = a.cookie.as_deref().unwrap_or(ekka_client::DEFAULT_COOKIE);
     Client::new(&a.node, cookie)
 }
@@ -43,6 +43,12 @@ pub async fn run(cmd: ClusterCmd) -> Result<(), ApiError> {
                     fmt_id(m.id),
                     m.addr
                 );
+            }
+            if report.dropped_locks > 0 {
+                eprintln!("dropping {} held locks", report.dropped_locks);
+            }
+            if report.kept_keys > 0 {
+                eprintln!("keeping {} keys", report.kept_keys);
             }
             println!("recovered");
         }

@@ -11,6 +11,9 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+mod data;
+
+pub use data::{KvRange, KvWatcher, LockGrant};
 pub use ekka_proto::DEFAULT_COOKIE;
 
 /// How long a membership change may take before the client gives up.
@@ -39,7 +42,7 @@ pub enum Outcome<T> {
 #[derive(Clone)]
 pub struct Client {
     addr: String,
-    inner: ClusterClient<InterceptedService<Channel, Auth>>,
+    pub(crate) inner: ClusterClient<InterceptedService<Channel, Auth>>,
 }
 
 fn invalid(m: impl Into<String>) -> ApiError {
@@ -72,7 +75,7 @@ impl Client {
         &self.addr
     }
 
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         limit: Duration,
         fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,

@@ -12,7 +12,8 @@ pub fn to_status(e: ApiError) -> tonic::Status {
         ErrorCode::Unavailable => tonic::Code::Unavailable,
         ErrorCode::InvalidArgument | ErrorCode::InvalidConfig => tonic::Code::InvalidArgument,
         ErrorCode::Internal => tonic::Code::Internal,
-        ErrorCode::NodeNotInCluster => tonic::Code::NotFound,
+        ErrorCode::NodeNotInCluster | ErrorCode::KeyNotFound => tonic::Code::NotFound,
+        ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
         ErrorCode::NodeDown => tonic::Code::Unavailable,
         _ => tonic::Code::FailedPrecondition,
     };
@@ -39,6 +40,10 @@ pub fn from_reject(r: Reject) -> ApiError {
         Reject::NoSuchMember { .. } => ErrorCode::NodeNotInCluster,
         Reject::WouldLoseQuorum => ErrorCode::WouldLoseQuorum,
         Reject::NotBootstrapped => ErrorCode::Unavailable,
+        Reject::LockHeld { .. } => ErrorCode::LockHeld,
+        Reject::LockNotHeld { .. } => ErrorCode::LockNotHeld,
+        Reject::CompareFailed { .. } => ErrorCode::CompareFailed,
+        Reject::KvFull { .. } | Reject::TooManyLocks => ErrorCode::ResourceExhausted,
         _ => ErrorCode::InvalidArgument,
     };
     ApiError::new(code, r.to_string())

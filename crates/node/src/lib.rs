@@ -4,6 +4,7 @@
 
 mod autocluster;
 mod config;
+mod data;
 mod error;
 mod monitor;
 mod network;
@@ -12,6 +13,7 @@ mod recover;
 mod server;
 
 pub use config::{Discovery, NodeConfig, DEFAULT_COOKIE};
+pub use data::{KvRange, LocalLocks, LockGrant, LockGuard, Read};
 pub use ekka_discovery as discovery;
 pub use error::{from_status, to_status};
 pub use node::{Action, ForceLeaveOutcome, JoinOutcome, Node};

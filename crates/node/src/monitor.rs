@@ -47,7 +47,11 @@ async fn round(
     core: &crate::node::Core,
     leader_since: Instant,
 ) -> Result<(), ekka_types::ApiError> {
-    let st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let st = core
+        .state
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .membership();
     if st.cluster_id == 0 {
         return Ok(());
     }
@@ -94,7 +98,11 @@ async fn round(
     let Ok(_guard) = inner.try_op_lock() else {
         return Ok(());
     };
-    let st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let st = core
+        .state
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .membership();
     let (_, in_raft) = raft_roles(core);
     for m in st.members.values() {
         if !in_raft.contains(&m.id) && m.status != Status::Joining {
@@ -109,12 +117,20 @@ async fn round(
                 .await?;
         }
     }
-    let st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let st = core
+        .state
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .membership();
     inner.promote(core, &st).await?;
 
     // Replace one voter that has been down too long by an up learner (committed down-since, so a
     // new leader neither resets nor shortens the clock). The count of voters stays the same.
-    let st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let st = core
+        .state
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .membership();
     let cutoff =
         crate::node::now_ms().saturating_sub(inner.cfg.replace_down_voter_after.as_millis() as u64);
     if let Some((down, learner)) = st.voter_to_replace(cutoff) {

@@ -82,6 +82,8 @@ pub(crate) struct Inner {
     prepare: Mutex<Vec<PrepareFn>>,
     reboot: Mutex<Vec<RebootFn>>,
     pub shutdown: watch::Sender<bool>,
+    /// ekka's `local` lock scope.
+    pub local_locks: crate::data::LocalLocks,
 }
 
 /// A running ekka node: a Raft member with its gRPC server, status monitor and the cluster API.
@@ -182,10 +184,12 @@ impl Node {
             prepare: Mutex::default(),
             reboot: Mutex::default(),
             shutdown,
+            local_locks: Default::default(),
         });
         crate::server::spawn(inner.clone(), listener);
         inner.after_start().await?;
         tokio::spawn(crate::monitor::run(inner.clone()));
+        tokio::spawn(crate::data::lock_ticker(inner.clone()));
         tokio::spawn(inner.clone().reset_when_removed());
         if let Some(d) = inner.cfg.discovery.clone() {
             d.0.bind(&inner.addr);
@@ -544,7 +548,7 @@ impl Inner {
     // ----- leader side -----
 
     /// Runs `local` when this node leads, else forwards with `remote` to the leader (one hop).
-    async fn via_leader<T, L, R, LF, RF>(
+    pub(crate) async fn via_leader<T, L, R, LF, RF>(
         self: &Arc<Self>,
         forwarded: bool,
         local: L,
@@ -613,7 +617,11 @@ impl Inner {
         req: pb::AddMemberRequest,
     ) -> Result<pb::AddMemberReply, ApiError> {
         let guard = self.op_lock.lock().await;
-        let st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let st = core
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .membership();
         let reply = |revision| pb::AddMemberReply {
             cluster_id: st.cluster_id,
             revision,
@@ -707,7 +715,11 @@ impl Inner {
             return;
         }
         let _guard = self.op_lock.lock().await;
-        let mut st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut st = core
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .membership();
         match st.members.get_mut(&id) {
             Some(m) => m.status = Status::Up,
             None => return,
@@ -818,7 +830,11 @@ impl Inner {
         leave: bool,
     ) -> Result<pb::RemoveMemberReply, ApiError> {
         let guard = self.op_lock.lock().await;
-        let st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let st = core
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .membership();
         let member = st
             .members
             .get(&id)
@@ -1108,7 +1124,11 @@ impl Inner {
 
     pub(crate) async fn leave(self: &Arc<Self>) -> Result<(), ApiError> {
         let core = self.core();
-        let st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let st = core
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .membership();
         if st.members.len() <= 1 {
             return Err(ApiError::new(
                 ErrorCode::NodeNotInCluster,
@@ -1250,6 +1270,30 @@ impl Inner {
         self: &Arc<Self>,
         from: Option<u64>,
     ) -> Result<tokio::sync::mpsc::Receiver<Result<ekka_types::Event, ApiError>>, ApiError> {
+        self.spawn_watch(
+            from,
+            |st, after| {
+                st.events_after(after)
+                    .ok_or_else(|| compacted(after + 1, st))
+            },
+            |e: &ekka_types::Event| e.revision,
+        )
+    }
+
+    /// Streams what `fetch(state, after)` returns past revision `after` as entries apply, from
+    /// revision `from` (inclusive) or, when `None`, only what comes next. `fetch` fails (and the
+    /// stream ends with its error) when revisions after `after` were already dropped.
+    pub(crate) fn spawn_watch<T, F, R>(
+        self: &Arc<Self>,
+        from: Option<u64>,
+        fetch: F,
+        revision: R,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<T, ApiError>>, ApiError>
+    where
+        T: Send + 'static,
+        F: Fn(&ekka_types::ClusterState, u64) -> Result<Vec<T>, ApiError> + Send + 'static,
+        R: Fn(&T) -> u64 + Send + 'static,
+    {
         let core = self.core();
         let mut after = {
             let st = core.state.read().unwrap_or_else(|e| e.into_inner());
@@ -1257,9 +1301,7 @@ impl Inner {
                 Some(n) => n.saturating_sub(1),
                 None => st.revision,
             };
-            if st.events_after(after).is_none() {
-                return Err(compacted(after + 1, &st));
-            }
+            fetch(&st, after)?;
             after
         };
         let (tx, rx) = tokio::sync::mpsc::channel(256);
@@ -1276,20 +1318,19 @@ impl Inner {
                         .await;
                     return;
                 }
-                let evs = {
+                let items = {
                     let st = core.state.read().unwrap_or_else(|e| e.into_inner());
-                    st.events_after(after)
-                        .ok_or_else(|| compacted(after + 1, &st))
+                    fetch(&st, after)
                 };
-                match evs {
+                match items {
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
                         return;
                     }
-                    Ok(evs) => {
-                        for e in evs {
-                            after = e.revision;
-                            if tx.send(Ok(e)).await.is_err() {
+                    Ok(items) => {
+                        for item in items {
+                            after = revision(&item);
+                            if tx.send(Ok(item)).await.is_err() {
                                 return;
                             }
                         }

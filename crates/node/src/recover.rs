@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use ekka_store::DataDir;
-use ekka_types::{ApiError, Command, ErrorCode, Member, Request};
+use ekka_types::{ApiError, Command, ErrorCode, KvOp, Member, Request};
 use openraft::{BasicNode, ServerState};
 
 use crate::error::{internal, unavailable};
@@ -21,6 +21,10 @@ pub struct RecoverReport {
     pub cluster_id: u64,
     pub kept: Member,
     pub discarded: Vec<Member>,
+    /// Keys carried over into the recovered cluster (with new revisions).
+    pub kept_keys: usize,
+    /// Locks dropped: leases do not survive a recovery.
+    pub dropped_locks: usize,
 }
 
 /// Rewrites the data dir at `dir` as a one-node cluster. Fails (changing nothing) while an agent
@@ -37,7 +41,16 @@ pub async fn recover(dir: &Path) -> Result<RecoverReport, ApiError> {
     // Replay the committed log into the state machine, without talking to anyone.
     let core = build_core(&data, node_id, &transport, &config).await?;
     core.raft.runtime_config().elect(false);
-    let st = core.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let (st, keys, dropped_locks) = {
+        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        let keys: Vec<(String, Vec<u8>)> = st
+            .kv
+            .entries
+            .iter()
+            .map(|(k, e)| (k.clone(), e.value.clone()))
+            .collect();
+        (st.membership(), keys, st.locks.locks.len())
+    };
     core.raft.shutdown().await.map_err(internal)?;
     let Some(me) = st.members.get(&node_id).cloned() else {
         return Err(ApiError::new(
@@ -82,10 +95,34 @@ pub async fn recover(dir: &Path) -> Result<RecoverReport, ApiError> {
         },
     };
     raft.client_write(req).await.map_err(internal)?;
+    // The key-value space comes along, key by key (new revisions: watchers resync).
+    let kept_keys = keys.len();
+    for chunk in keys.chunks(256) {
+        let mut writes = tokio::task::JoinSet::new();
+        for (key, value) in chunk {
+            let raft = raft.clone();
+            let cmd = Command::Kv(KvOp::Put {
+                key: key.clone(),
+                value: value.clone(),
+            });
+            writes.spawn(async move {
+                raft.client_write(Request {
+                    now_ms: now_ms(),
+                    cmd,
+                })
+                .await
+            });
+        }
+        while let Some(r) = writes.join_next().await {
+            r.map_err(internal)?.map_err(internal)?;
+        }
+    }
     raft.shutdown().await.map_err(internal)?;
     Ok(RecoverReport {
         cluster_id: st.cluster_id,
         kept: me,
         discarded,
+        kept_keys,
+        dropped_locks,
     })
 }

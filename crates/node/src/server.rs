@@ -9,7 +9,7 @@ use ekka_proto::pb::{self, RaftPayload, SnapshotChunk};
 use ekka_proto::{CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, PAYLOAD_VERSION};
 use ekka_store::{NodeId, TypeConfig};
 use ekka_types::limits::{MAX_RPC_MESSAGE_BYTES, MAX_SNAPSHOT_BYTES};
-use ekka_types::{fmt_id, parse_id, ApiError, ErrorCode};
+use ekka_types::{fmt_id, parse_id, ApiError, Command, ErrorCode, KvEntry, KvOp, LockOp, Outcome};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::storage::Snapshot;
 use openraft::{SnapshotMeta, Vote};
@@ -19,6 +19,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::data::Read;
 use crate::error::to_status;
 use crate::node::{ForceLeaveOutcome, Inner, JoinOutcome};
 
@@ -266,6 +267,24 @@ impl Peer for PeerSvc {
         tokio::spawn(async move { inner.removed(id).await });
         Ok(Response::new(pb::RemovedAck {}))
     }
+
+    async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.check_cluster(&req)?;
+        let fwd = forwarded(&req);
+        let p = req.into_inner();
+        let cmd: ekka_types::Command = decode(p.version, &p.data)?;
+        let r = self.inner.propose_data(cmd, fwd).await;
+        api(r.and_then(|r| crate::data::encode_reply(&r)))
+    }
+
+    async fn read(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.check_cluster(&req)?;
+        let fwd = forwarded(&req);
+        let p = req.into_inner();
+        let q: crate::data::ReadQuery = decode(p.version, &p.data)?;
+        let r = self.inner.read_data(q, Read::Linearizable, fwd).await;
+        api(r.and_then(|r| crate::data::encode_reply(&r)))
+    }
 }
 
 struct ClusterSvc {
@@ -274,10 +293,162 @@ struct ClusterSvc {
 
 type WatchStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+type KvWatchStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::KvEvent, Status>> + Send>>;
+
+fn kv_entry(key: String, e: KvEntry) -> pb::KvEntry {
+    pb::KvEntry {
+        key,
+        value: e.value,
+        create_revision: e.create_revision,
+        mod_revision: e.mod_revision,
+        version: e.version,
+    }
+}
 
 #[tonic::async_trait]
 impl Cluster for ClusterSvc {
     type WatchStream = WatchStream;
+    type KvWatchStream = KvWatchStream;
+
+    async fn lock_acquire(
+        &self,
+        req: Request<pb::LockAcquireRequest>,
+    ) -> Result<Response<pb::LockAcquireReply>, Status> {
+        let r = req.into_inner();
+        let g = self
+            .inner
+            .lock_acquire(&r.resource, &r.owner, r.ttl_ms, r.wait_ms)
+            .await;
+        api(g.map(|g| pb::LockAcquireReply {
+            token: g.token,
+            expires_ms: g.expires_ms,
+        }))
+    }
+
+    async fn lock_renew(
+        &self,
+        req: Request<pb::LockRenewRequest>,
+    ) -> Result<Response<pb::LockRenewReply>, Status> {
+        let r = req.into_inner();
+        let op = LockOp::Renew {
+            resource: r.resource,
+            token: r.token,
+            ttl_ms: r.ttl_ms,
+        };
+        let resp = self.inner.propose_data(Command::Lock(op), false).await;
+        api(resp.map(|resp| pb::LockRenewReply {
+            expires_ms: match resp.outcome {
+                Outcome::Renewed { expires_ms } => expires_ms,
+                _ => 0,
+            },
+        }))
+    }
+
+    async fn lock_release(
+        &self,
+        req: Request<pb::LockReleaseRequest>,
+    ) -> Result<Response<pb::LockReleaseReply>, Status> {
+        let r = req.into_inner();
+        let op = LockOp::Release {
+            resource: r.resource,
+            token: r.token,
+        };
+        let resp = self.inner.propose_data(Command::Lock(op), false).await;
+        api(resp.map(|_| pb::LockReleaseReply {}))
+    }
+
+    async fn kv_put(
+        &self,
+        req: Request<pb::KvPutRequest>,
+    ) -> Result<Response<pb::KvPutReply>, Status> {
+        let r = req.into_inner();
+        let op = KvOp::Put {
+            key: r.key,
+            value: r.value,
+        };
+        let resp = self.inner.propose_data(Command::Kv(op), false).await;
+        api(resp.map(|resp| pb::KvPutReply {
+            revision: resp.revision,
+            prev_revision: match resp.outcome {
+                Outcome::Put { prev_revision } => prev_revision,
+                _ => 0,
+            },
+        }))
+    }
+
+    async fn kv_delete(
+        &self,
+        req: Request<pb::KvDeleteRequest>,
+    ) -> Result<Response<pb::KvDeleteReply>, Status> {
+        let op = KvOp::Delete {
+            key: req.into_inner().key,
+        };
+        let resp = self.inner.propose_data(Command::Kv(op), false).await;
+        api(resp.map(|resp| pb::KvDeleteReply {
+            revision: resp.revision,
+            existed: resp.outcome == Outcome::Deleted { existed: true },
+        }))
+    }
+
+    async fn kv_cas(
+        &self,
+        req: Request<pb::KvCasRequest>,
+    ) -> Result<Response<pb::KvCasReply>, Status> {
+        let r = req.into_inner();
+        let op = KvOp::Cas {
+            key: r.key,
+            expect: r.expect_revision,
+            value: r.value,
+        };
+        let resp = self.inner.propose_data(Command::Kv(op), false).await;
+        api(resp.map(|resp| pb::KvCasReply {
+            revision: resp.revision,
+        }))
+    }
+
+    async fn kv_range(
+        &self,
+        req: Request<pb::KvRangeRequest>,
+    ) -> Result<Response<pb::KvRangeReply>, Status> {
+        let r = req.into_inner();
+        let read = if r.stale {
+            Read::Stale
+        } else {
+            Read::Linearizable
+        };
+        let q = crate::data::ReadQuery {
+            key: r.key,
+            prefix: r.prefix,
+            limit: r.limit,
+        };
+        let got = self.inner.read_data(q, read, false).await;
+        api(got.map(|g| pb::KvRangeReply {
+            revision: g.revision,
+            entries: g.entries.into_iter().map(|(k, e)| kv_entry(k, e)).collect(),
+            more: g.more,
+        }))
+    }
+
+    async fn kv_watch(
+        &self,
+        req: Request<pb::KvWatchRequest>,
+    ) -> Result<Response<KvWatchStream>, Status> {
+        let r = req.into_inner();
+        let rx = self
+            .inner
+            .kv_watch(r.prefix, r.from_revision)
+            .map_err(to_status)?;
+        let out = tokio_stream::wrappers::ReceiverStream::new(rx).map(|r| {
+            r.map(|e| pb::KvEvent {
+                revision: e.revision,
+                key: e.key,
+                value: e.value,
+            })
+            .map_err(to_status)
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
 
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
         let from = req.into_inner().from_revision;

@@ -5,6 +5,10 @@
 //! purged log id are in the `raft` tree. All writes go through one async mutex, so they reach sled
 //! in the order openraft issued them; every write says below whether it is flushed before
 //! returning (or before openraft is told it is done).
+//!
+//! Appends are group-committed: `append` writes the entries (readable at once) and hands
+//! openraft's callback to one flusher task, which flushes once for every callback queued meanwhile
+//! and only then reports them done, in order. Many concurrent client writes so share one fsync.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -17,6 +21,7 @@ use openraft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::data_dir::{TREE_LOG, TREE_RAFT};
 use crate::{NodeId, TypeConfig};
@@ -38,6 +43,45 @@ struct Inner {
     log: sled::Tree,
     /// All write I/O is serialized (openraft's rule).
     write: tokio::sync::Mutex<()>,
+    /// The flusher task's queue, started by the first append.
+    flusher: std::sync::OnceLock<mpsc::UnboundedSender<Flush>>,
+}
+
+/// Work for the flusher task.
+enum Flush {
+    /// Report these entries durable after the next flush.
+    Appended(LogFlushed<TypeConfig>),
+    /// Answer once every callback queued before has been reported.
+    Barrier(oneshot::Sender<()>),
+}
+
+/// Flushes once per batch of queued appends, then reports each, in order.
+async fn flusher(db: sled::Db, mut rx: mpsc::UnboundedReceiver<Flush>) {
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let flushed = if batch.iter().any(|f| matches!(f, Flush::Appended(_))) {
+            db.flush_async()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        } else {
+            Ok(())
+        };
+        for f in batch.drain(..) {
+            match f {
+                Flush::Appended(cb) => {
+                    cb.log_io_completed(flushed.clone().map_err(std::io::Error::other))
+                }
+                Flush::Barrier(tx) => {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
 }
 
 fn io_err(e: impl std::error::Error + 'static) -> AnyError {
@@ -77,6 +121,7 @@ impl LogStore {
                 raft: db.open_tree(TREE_RAFT).map_err(|e| e.to_string())?,
                 log: db.open_tree(TREE_LOG).map_err(|e| e.to_string())?,
                 write: tokio::sync::Mutex::new(()),
+                flusher: std::sync::OnceLock::new(),
             }),
         };
         // A purge persists its purge point before deleting; finish one a crash interrupted.
@@ -130,6 +175,25 @@ impl LogStore {
 }
 
 impl LogStore {
+    fn flusher(&self) -> &mpsc::UnboundedSender<Flush> {
+        self.inner.flusher.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(flusher(self.inner.db.clone(), rx));
+            tx
+        })
+    }
+
+    /// Waits until every append handed to the flusher so far has been reported.
+    async fn flush_barrier(&self) {
+        let Some(tx) = self.inner.flusher.get() else {
+            return;
+        };
+        let (done, wait) = oneshot::channel();
+        if tx.send(Flush::Barrier(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
     /// Appends `entries` and returns once they are durable: the write path of openraft's
     /// `append`, for tools and tests that have no openraft callback.
     pub async fn append_flushed(
@@ -256,13 +320,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let r = self.write_entries(entries).await?;
-        callback.log_io_completed(r);
+        let _w = self.inner.write.lock().await;
+        let mut batch = sled::Batch::default();
+        for e in entries {
+            let v = encode(&e).map_err(|err| StorageIOError::write_log_entry(e.log_id, err))?;
+            batch.insert(&idx_key(e.log_id.index), v);
+        }
+        self.inner
+            .log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
+        // Readable now; reported durable by the flusher after its next flush.
+        if let Err(mpsc::error::SendError(Flush::Appended(cb))) =
+            self.flusher().send(Flush::Appended(callback))
+        {
+            let r = self.inner.db.flush_async().await;
+            cb.log_io_completed(r.map(|_| ()).map_err(std::io::Error::other));
+        }
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let _w = self.inner.write.lock().await;
+        // Appends still waiting for their flush are reported before any entry goes away.
+        self.flush_barrier().await;
         // Delete from the back so a crash never leaves a hole.
         let keys: Vec<sled::IVec> = self
             .inner
@@ -288,6 +369,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let _w = self.inner.write.lock().await;
+        self.flush_barrier().await;
         // Record the purge point first (flushed by put), then delete from the front (not
         // flushed: see delete_up_to).
         self.put(K_PURGED, &log_id)

@@ -255,6 +255,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         Response {
                             revision: idx,
                             rejected: None,
+                            outcome: Default::default(),
                         }
                     }
                     EntryPayload::Normal(req) => st.apply(idx, &req),
@@ -265,6 +266,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             Response {
                                 revision: idx,
                                 rejected: None,
+                                outcome: Default::default(),
                             }
                         } else {
                             let cmd = Command::SetRoles {

@@ -1,0 +1,653 @@
+//! The data API on `Node`: lease locks and the key-value space. Every write is one log entry
+//! proposed by the leader (a follower forwards it, one hop); reads are linearizable through a
+//! read-index round on the leader unless the caller asks for a stale local read.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ekka_proto::pb;
+use ekka_types::{
+    ApiError, ClusterState, Command, ErrorCode, KvEntry, KvEvent, KvOp, LockOp, Outcome, Response,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::error::{internal, unavailable};
+use crate::node::{now_ms, Core, Inner, Node};
+
+/// A granted lock: the fencing token and the end of the lease (leader time, ms since the epoch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockGrant {
+    pub token: u64,
+    pub expires_ms: u64,
+}
+
+/// How a read is served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Read {
+    /// Reflects every write acknowledged before the read started (a read-index round on the
+    /// leader). Fails with `unavailable` without a quorum.
+    #[default]
+    Linearizable,
+    /// This node's state as it is, possibly behind; answers even without a quorum.
+    Stale,
+}
+
+/// The answer to a range read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvRange {
+    /// The revision the read saw.
+    pub revision: u64,
+    pub entries: Vec<(String, KvEntry)>,
+    /// More keys matched than the limit let through.
+    pub more: bool,
+}
+
+/// A read a follower forwards to the leader.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ReadQuery {
+    pub key: String,
+    pub prefix: bool,
+    pub limit: u32,
+}
+
+fn read_state(st: &ClusterState, q: &ReadQuery) -> KvRange {
+    let limit = match q.limit as usize {
+        0 => ekka_types::limits::MAX_RANGE_KEYS,
+        n => n.min(ekka_types::limits::MAX_RANGE_KEYS),
+    };
+    let (entries, more) = if q.prefix {
+        let mut v = st.kv.range(&q.key, limit + 1);
+        let more = v.len() > limit;
+        v.truncate(limit);
+        (v, more)
+    } else {
+        let v = st
+            .kv
+            .entries
+            .get(&q.key)
+            .map(|e| vec![(q.key.clone(), e.clone())])
+            .unwrap_or_default();
+        (v, false)
+    };
+    KvRange {
+        revision: st.revision,
+        entries,
+        more,
+    }
+}
+
+fn check_query(q: &ReadQuery) -> Result<(), ApiError> {
+    let r = if q.prefix && q.key.is_empty() {
+        Ok(())
+    } else {
+        ekka_types::kv::check_key(&q.key)
+    };
+    r.map_err(|m| ApiError::new(ErrorCode::InvalidArgument, m))
+}
+
+impl Inner {
+    /// Proposes a lock or key-value command on the leader (forwarding it when this node is not).
+    pub(crate) async fn propose_data(
+        self: &Arc<Self>,
+        cmd: Command,
+        forwarded: bool,
+    ) -> Result<Response, ApiError> {
+        let valid = match &cmd {
+            Command::Lock(op) => op.validate(),
+            Command::Kv(op) => op.validate(),
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidArgument,
+                    "only lock and key-value commands are accepted here",
+                ))
+            }
+        };
+        valid.map_err(crate::error::from_reject)?;
+        let payload = serde_json::to_vec(&cmd).map_err(internal)?;
+        let me = self.clone();
+        let reply = self
+            .via_leader(
+                forwarded,
+                |core| async move { me.propose_on(&core, cmd).await.map(Reply::Local) },
+                |mut p| async move {
+                    p.forward(pb::RaftPayload {
+                        version: ekka_proto::PAYLOAD_VERSION,
+                        data: payload,
+                    })
+                    .await
+                    .map(|r| r.map(Reply::Remote))
+                },
+            )
+            .await?;
+        match reply {
+            Reply::Local(r) => Ok(r),
+            Reply::Remote(p) => serde_json::from_slice(&p.data)
+                .map_err(|e| internal(format!("unreadable answer from the leader: {e}"))),
+        }
+    }
+
+    /// A read served by the leader after confirming it still leads (read index), or by this node
+    /// from its own state when `read` is `Stale`.
+    pub(crate) async fn read_data(
+        self: &Arc<Self>,
+        q: ReadQuery,
+        read: Read,
+        forwarded: bool,
+    ) -> Result<KvRange, ApiError> {
+        check_query(&q)?;
+        if read == Read::Stale {
+            let core = self.core();
+            let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+            return Ok(read_state(&st, &q));
+        }
+        let payload = serde_json::to_vec(&q).map_err(internal)?;
+        let me = self.clone();
+        let reply = self
+            .via_leader(
+                forwarded,
+                |core| async move { me.leader_read(&core, &q).await.map(Reply::Local) },
+                |mut p| async move {
+                    p.read(pb::RaftPayload {
+                        version: ekka_proto::PAYLOAD_VERSION,
+                        data: payload,
+                    })
+                    .await
+                    .map(|r| r.map(Reply::Remote))
+                },
+            )
+            .await?;
+        match reply {
+            Reply::Local(r) => Ok(r),
+            Reply::Remote(p) => serde_json::from_slice(&p.data)
+                .map_err(|e| internal(format!("unreadable answer from the leader: {e}"))),
+        }
+    }
+
+    async fn leader_read(&self, core: &Core, q: &ReadQuery) -> Result<KvRange, ApiError> {
+        let fut = core.raft.ensure_linearizable();
+        tokio::time::timeout(self.cfg.op_timeout, fut)
+            .await
+            .map_err(|_| unavailable("no quorum: the read index was not confirmed in time"))?
+            .map_err(|e| unavailable(format!("no linearizable read: {e}")))?;
+        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        Ok(read_state(&st, q))
+    }
+
+    /// Acquires a lock, waiting in line up to `wait` (woken by the state machine, never by
+    /// polling the leader).
+    pub(crate) async fn lock_acquire(
+        self: &Arc<Self>,
+        resource: &str,
+        owner: &str,
+        ttl_ms: u64,
+        wait_ms: u64,
+    ) -> Result<LockGrant, ApiError> {
+        let op = LockOp::Acquire {
+            resource: resource.into(),
+            owner: owner.into(),
+            ttl_ms,
+            wait_ms,
+        };
+        let resp = self.propose_data(Command::Lock(op), false).await?;
+        match resp.outcome {
+            Outcome::Granted { token, expires_ms } => Ok(LockGrant { token, expires_ms }),
+            Outcome::Queued { .. } => {
+                // Should the caller go away while in line, leave the line and give back a
+                // lock granted meanwhile instead of holding it for a whole lease.
+                let mut gone = LeaveLine {
+                    inner: Some(self.clone()),
+                    resource: resource.to_string(),
+                    owner: owner.to_string(),
+                    queued_at: resp.revision,
+                };
+                let local_deadline = Duration::from_millis(wait_ms) + self.cfg.op_timeout;
+                let r = tokio::time::timeout(
+                    local_deadline,
+                    self.wait_for_grant(resource, owner, resp.revision),
+                )
+                .await;
+                gone.inner = None;
+                match r {
+                    Ok(r) => r,
+                    Err(_) => {
+                        // The state never said either way (cut off?): leave the line.
+                        let cancel = LockOp::Cancel {
+                            resource: resource.into(),
+                            owner: owner.into(),
+                        };
+                        let _ = self.propose_data(Command::Lock(cancel), false).await;
+                        Err(unavailable(format!(
+                            "no answer about {resource} within the wait"
+                        )))
+                    }
+                }
+            }
+            other => Err(internal(format!("unexpected answer to acquire: {other:?}"))),
+        }
+    }
+
+    /// Waits until the local state, at or after `from_rev`, shows `owner` holding `resource`
+    /// (granted) or out of its line (the wait ran out).
+    async fn wait_for_grant(
+        &self,
+        resource: &str,
+        owner: &str,
+        from_rev: u64,
+    ) -> Result<LockGrant, ApiError> {
+        let core = self.core();
+        let mut applied = core.applied.clone();
+        loop {
+            {
+                let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+                if st.revision >= from_rev {
+                    match st.locks.locks.get(resource) {
+                        Some(l) if l.owner == owner => {
+                            return Ok(LockGrant {
+                                token: l.token,
+                                expires_ms: l.expires_ms,
+                            })
+                        }
+                        Some(l) if l.waiters.iter().any(|w| w.owner == owner) => {}
+                        _ => {
+                            return Err(ApiError::new(
+                                ErrorCode::LockHeld,
+                                format!("{resource} was not acquired within the wait"),
+                            ))
+                        }
+                    }
+                }
+            }
+            if applied.changed().await.is_err() {
+                return Err(unavailable("this node reset its state while waiting"));
+            }
+        }
+    }
+
+    /// Streams key-value changes under `prefix` from revision `from` (inclusive), or only new
+    /// ones when `None`.
+    pub(crate) fn kv_watch(
+        self: &Arc<Self>,
+        prefix: String,
+        from: Option<u64>,
+    ) -> Result<mpsc::Receiver<Result<KvEvent, ApiError>>, ApiError> {
+        if !prefix.is_empty() {
+            ekka_types::kv::check_key(&prefix)
+                .map_err(|m| ApiError::new(ErrorCode::InvalidArgument, m))?;
+        }
+        self.spawn_watch(
+            from,
+            move |st, after| {
+                st.kv
+                    .events_from(&prefix, after + 1)
+                    .ok_or_else(|| kv_compacted(after + 1, st))
+            },
+            |e: &KvEvent| e.revision,
+        )
+    }
+}
+
+/// Armed while an acquirer waits in line; dropped armed (the caller went away), it cancels the
+/// wait and releases a lock granted meanwhile.
+struct LeaveLine {
+    inner: Option<Arc<Inner>>,
+    resource: String,
+    owner: String,
+    queued_at: u64,
+}
+
+impl Drop for LeaveLine {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        let (resource, owner, queued_at) = (
+            std::mem::take(&mut self.resource),
+            std::mem::take(&mut self.owner),
+            self.queued_at,
+        );
+        tokio::spawn(async move {
+            let cancel = LockOp::Cancel {
+                resource: resource.clone(),
+                owner: owner.clone(),
+            };
+            let _ = inner.propose_data(Command::Lock(cancel), false).await;
+            let token = {
+                let core = inner.core();
+                let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+                st.locks
+                    .locks
+                    .get(&resource)
+                    .filter(|l| l.owner == owner && l.token > queued_at)
+                    .map(|l| l.token)
+            };
+            if let Some(token) = token {
+                let release = LockOp::Release { resource, token };
+                let _ = inner.propose_data(Command::Lock(release), false).await;
+            }
+        });
+    }
+}
+
+/// Either a local answer or the leader's encoded one.
+enum Reply<T> {
+    Local(T),
+    Remote(pb::RaftPayload),
+}
+
+fn kv_compacted(from: u64, st: &ClusterState) -> ApiError {
+    ApiError::new(
+        ErrorCode::Compacted,
+        format!(
+            "revision {from} is older than the oldest retained change ({}); read the keys again \
+             (revision {}) and watch from there",
+            st.kv.compacted_to + 1,
+            st.revision
+        ),
+    )
+}
+
+/// The answer the leader sends back for a forwarded command.
+pub(crate) fn encode_reply<T: Serialize>(v: &T) -> Result<pb::RaftPayload, ApiError> {
+    Ok(pb::RaftPayload {
+        version: ekka_proto::PAYLOAD_VERSION,
+        data: serde_json::to_vec(v).map_err(internal)?,
+    })
+}
+
+/// Runs on every node; while it leads, proposes `ExpireLocks` when a lease or a wait runs out.
+pub(crate) async fn lock_ticker(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        let core = inner.core();
+        let mut applied = core.applied.clone();
+        let next = if inner.is_leader(&core) {
+            let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+            st.locks.next_deadline()
+        } else {
+            None
+        };
+        let now = now_ms();
+        if let Some(due) = next.filter(|d| *d <= now) {
+            if let Err(e) = inner.propose_on(&core, Command::ExpireLocks).await {
+                warn!(error = %e, due, "expiring locks");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            continue;
+        }
+        let sleep = next.map_or(Duration::from_secs(1), |d| {
+            Duration::from_millis(d - now).min(Duration::from_secs(1))
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            r = applied.changed() => if r.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// A lock held by this process through [`Node::lock`]: renewed in the background until dropped
+/// or released. Dropping it releases the lock (best effort; the lease ends it otherwise).
+pub struct LockGuard {
+    resource: String,
+    grant: LockGrant,
+    lost: Arc<AtomicBool>,
+    stop: Option<tokio::sync::oneshot::Sender<bool>>,
+}
+
+impl LockGuard {
+    /// The fencing token: pass it to whatever the lock protects.
+    pub fn token(&self) -> u64 {
+        self.grant.token
+    }
+
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// Whether a renewal found the lock no longer held (the lease ran out, e.g. while cut off).
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Stops renewing and releases the lock now.
+    pub async fn release(mut self, node: &Node) -> Result<(), ApiError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(false);
+        }
+        node.lock_release(&self.resource, self.grant.token).await
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(true);
+        }
+    }
+}
+
+/// ekka's `local` lock scope: locks that exist only in this process. Acquiring a lock you hold
+/// succeeds again (re-entrant); releasing one you do not hold fails.
+#[derive(Clone, Debug, Default)]
+pub struct LocalLocks {
+    held: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl LocalLocks {
+    /// Takes `resource` for `owner`; `false` when another owner holds it.
+    pub fn acquire(&self, resource: &str, owner: &str) -> bool {
+        let mut h = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        match h.get(resource) {
+            Some(o) => o == owner,
+            None => {
+                h.insert(resource.to_string(), owner.to_string());
+                true
+            }
+        }
+    }
+
+    /// Frees `resource`; `true` when it is free afterwards (it was `owner`'s, or nobody's).
+    pub fn release(&self, resource: &str, owner: &str) -> bool {
+        let mut h = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        match h.get(resource) {
+            Some(o) if o != owner => false,
+            _ => {
+                h.remove(resource);
+                true
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Node {
+    /// Takes the lease lock `resource` for `owner` for `ttl`, waiting in line up to `wait` while
+    /// another owner holds it (`lock_held` when the wait runs out). The same owner acquiring
+    /// again gets the same token and a renewed lease.
+    pub async fn lock_acquire(
+        &self,
+        resource: &str,
+        owner: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockGrant, ApiError> {
+        self.inner
+            .lock_acquire(resource, owner, ms(ttl), ms(wait))
+            .await
+    }
+
+    /// Extends the lease held with `token` (by its own ttl when `ttl` is `None`); returns the new
+    /// end of the lease. `lock_not_held` when the token no longer holds it.
+    pub async fn lock_renew(
+        &self,
+        resource: &str,
+        token: u64,
+        ttl: Option<Duration>,
+    ) -> Result<u64, ApiError> {
+        let op = LockOp::Renew {
+            resource: resource.into(),
+            token,
+            ttl_ms: ttl.map_or(0, ms),
+        };
+        match self
+            .inner
+            .propose_data(Command::Lock(op), false)
+            .await?
+            .outcome
+        {
+            Outcome::Renewed { expires_ms } => Ok(expires_ms),
+            other => Err(internal(format!("unexpected answer to renew: {other:?}"))),
+        }
+    }
+
+    /// Releases the lock held with `token`; the next in line gets it. `lock_not_held` when the
+    /// token does not hold it.
+    pub async fn lock_release(&self, resource: &str, token: u64) -> Result<(), ApiError> {
+        let op = LockOp::Release {
+            resource: resource.into(),
+            token,
+        };
+        self.inner.propose_data(Command::Lock(op), false).await?;
+        Ok(())
+    }
+
+    /// Takes `resource` for this process and keeps it: renewed every third of `ttl` until the
+    /// guard is dropped or released.
+    pub async fn lock(
+        &self,
+        resource: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard, ApiError> {
+        let owner = format!("{}-{:016x}", self.name(), rand::random::<u64>());
+        let grant = self.lock_acquire(resource, &owner, ttl, wait).await?;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<bool>();
+        let lost = Arc::new(AtomicBool::new(false));
+        let node = self.clone();
+        let res = resource.to_string();
+        let lost2 = lost.clone();
+        tokio::spawn(async move {
+            let period = (ttl / 3).max(Duration::from_millis(10));
+            loop {
+                tokio::select! {
+                    r = &mut stopped => {
+                        if r.unwrap_or(true) {
+                            let _ = node.lock_release(&res, grant.token).await;
+                        }
+                        return;
+                    }
+                    _ = tokio::time::sleep(period) => {}
+                }
+                match node.lock_renew(&res, grant.token, None).await {
+                    Ok(_) => {}
+                    Err(e) if e.code == ErrorCode::LockNotHeld => {
+                        lost2.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(e) => warn!(resource = %res, error = %e, "lock renewal failed; retrying"),
+                }
+            }
+        });
+        Ok(LockGuard {
+            resource: resource.to_string(),
+            grant,
+            lost,
+            stop: Some(stop),
+        })
+    }
+
+    /// Writes `value` under `key`; returns the write's revision.
+    pub async fn kv_put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<u64, ApiError> {
+        let op = KvOp::Put {
+            key: key.into(),
+            value: value.into(),
+        };
+        Ok(self
+            .inner
+            .propose_data(Command::Kv(op), false)
+            .await?
+            .revision)
+    }
+
+    /// Deletes `key`; returns the revision of the delete, or `None` when there was no such key.
+    pub async fn kv_delete(&self, key: &str) -> Result<Option<u64>, ApiError> {
+        let op = KvOp::Delete { key: key.into() };
+        let r = self.inner.propose_data(Command::Kv(op), false).await?;
+        Ok(match r.outcome {
+            Outcome::Deleted { existed: true } => Some(r.revision),
+            _ => None,
+        })
+    }
+
+    /// Writes `value` (deletes when `None`) only if `key` is at `expect` (its `mod_revision`; 0:
+    /// absent). `compare_failed` otherwise. Returns the write's revision.
+    pub async fn kv_cas(
+        &self,
+        key: &str,
+        expect: u64,
+        value: Option<Vec<u8>>,
+    ) -> Result<u64, ApiError> {
+        let op = KvOp::Cas {
+            key: key.into(),
+            expect,
+            value,
+        };
+        Ok(self
+            .inner
+            .propose_data(Command::Kv(op), false)
+            .await?
+            .revision)
+    }
+
+    /// The value of `key`, if any.
+    pub async fn kv_get(&self, key: &str, read: Read) -> Result<Option<KvEntry>, ApiError> {
+        let q = ReadQuery {
+            key: key.into(),
+            prefix: false,
+            limit: 1,
+        };
+        let r = self.inner.read_data(q, read, false).await?;
+        Ok(r.entries.into_iter().next().map(|(_, e)| e))
+    }
+
+    /// The keys under `prefix`, in order, at most `limit` (0: up to `MAX_RANGE_KEYS`).
+    pub async fn kv_range(
+        &self,
+        prefix: &str,
+        limit: u32,
+        read: Read,
+    ) -> Result<KvRange, ApiError> {
+        let q = ReadQuery {
+            key: prefix.into(),
+            prefix: true,
+            limit,
+        };
+        self.inner.read_data(q, read, false).await
+    }
+
+    /// Key-value changes under `prefix` as this node applies them, from revision `from` on
+    /// (inclusive), or only new ones when `None`. Resume with the last revision seen + 1 after a
+    /// reconnect or a restart: nothing is missed or repeated. `compacted` when `from` is older
+    /// than the retained changes.
+    pub async fn kv_watch(
+        &self,
+        prefix: &str,
+        from: Option<u64>,
+    ) -> Result<mpsc::Receiver<Result<KvEvent, ApiError>>, ApiError> {
+        self.inner.kv_watch(prefix.to_string(), from)
+    }
+
+    /// This process's `local` lock scope (ekka's `local` lock type).
+    pub fn local_locks(&self) -> LocalLocks {
+        self.inner.local_locks.clone()
+    }
+}
