@@ -262,6 +262,19 @@ pub enum LockCmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Takes a lease lock and keeps it while running: prints the token, renews every third of
+    /// the ttl, releases on SIGINT/SIGTERM. A holder killed otherwise loses it when the lease ends.
+    Hold {
+        resource: String,
+        #[arg(long, value_parser = duration, value_name = "DUR")]
+        ttl: std::time::Duration,
+        #[arg(long, value_parser = duration, value_name = "DUR")]
+        wait: Option<std::time::Duration>,
+        #[arg(long, value_name = "ID")]
+        owner: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Extends the lease held with TOKEN.
     Renew {
         resource: String,

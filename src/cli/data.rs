@@ -48,6 +48,42 @@ pub async fn lock(cmd: LockCmd) -> Result<(), ApiError> {
                 .await?;
             println!("{}", g.token);
         }
+        LockCmd::Hold {
+            resource,
+            ttl,
+            wait,
+            owner,
+            client: c,
+        } => {
+            let owner = owner.unwrap_or_else(new_owner);
+            let cl = client(&c)?;
+            let g = cl
+                .lock_acquire(&resource, &owner, ttl, wait.unwrap_or_default())
+                .await?;
+            if !emit(&g.token.to_string()) {
+                cl.lock_release(&resource, g.token).await?;
+                return Ok(());
+            }
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .map_err(|e| ApiError::new(ekka::ErrorCode::Internal, e.to_string()))?;
+            let period = (ttl / 3).max(std::time::Duration::from_millis(10));
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => {}
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = term.recv() => break,
+                }
+                match cl.lock_renew(&resource, g.token, None).await {
+                    Ok(_) => {}
+                    // Lost (the lease ran out while cut off): say so and stop.
+                    Err(e) if e.code == ekka::ErrorCode::LockNotHeld => return Err(e),
+                    Err(e) => tracing::warn!(error = %e, "renewal failed; retrying"),
+                }
+            }
+            cl.lock_release(&resource, g.token).await?;
+            println!("released");
+        }
         LockCmd::Renew {
             resource,
             token,

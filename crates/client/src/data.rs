@@ -23,6 +23,16 @@ pub struct KvRange {
     pub more: bool,
 }
 
+/// A lock as one agent sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LockStatus {
+    pub revision: u64,
+    /// Owner, token and end of lease of the holder, if any.
+    pub holder: Option<(String, u64, u64)>,
+    /// Owners in line, first first.
+    pub waiters: Vec<String>,
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -78,15 +88,28 @@ impl Client {
         Ok(self.call(OP_TIMEOUT, c.lock_renew(req)).await?.expires_ms)
     }
 
-    /// Releases the lock held with `token`.
-    pub async fn lock_release(&self, resource: &str, token: u64) -> Result<(), ApiError> {
+    /// Releases the lock held with `token`; returns the release's revision.
+    pub async fn lock_release(&self, resource: &str, token: u64) -> Result<u64, ApiError> {
         let mut c = self.inner.clone();
         let req = pb::LockReleaseRequest {
             resource: resource.into(),
             token,
         };
-        self.call(OP_TIMEOUT, c.lock_release(req)).await?;
-        Ok(())
+        Ok(self.call(OP_TIMEOUT, c.lock_release(req)).await?.revision)
+    }
+
+    /// Who holds `resource` and who waits for it, as the addressed agent's state has it.
+    pub async fn lock_status(&self, resource: &str) -> Result<LockStatus, ApiError> {
+        let mut c = self.inner.clone();
+        let req = pb::LockStatusRequest {
+            resource: resource.into(),
+        };
+        let r = self.call(STATUS_TIMEOUT, c.lock_status(req)).await?;
+        Ok(LockStatus {
+            revision: r.revision,
+            holder: (!r.owner.is_empty()).then(|| (r.owner, r.token, r.expires_ms)),
+            waiters: r.waiters,
+        })
     }
 
     /// Writes `value` under `key`; returns the write's revision.

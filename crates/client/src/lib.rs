@@ -13,7 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 
 mod data;
 
-pub use data::{KvRange, KvWatcher, LockGrant};
+pub use data::{KvRange, KvWatcher, LockGrant, LockStatus};
 pub use ekka_proto::DEFAULT_COOKIE;
 
 /// How long a membership change may take before the client gives up.

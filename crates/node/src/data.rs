@@ -112,7 +112,10 @@ impl Inner {
         let reply = self
             .via_leader(
                 forwarded,
-                |core| async move { me.propose_on(&core, cmd).await.map(Reply::Local) },
+                |core| async move {
+                    me.check_quorum(&core)?;
+                    me.propose_on(&core, cmd).await.map(Reply::Local)
+                },
                 |mut p| async move {
                     p.forward(pb::RaftPayload {
                         version: ekka_proto::PAYLOAD_VERSION,
@@ -167,7 +170,37 @@ impl Inner {
         }
     }
 
+    /// Fails fast, before anything is appended, when this leader has not heard from a quorum of
+    /// voters within `down_after` (by its own transport, or openraft's last quorum ack).
+    fn check_quorum(&self, core: &Core) -> Result<(), ApiError> {
+        let m = core.raft.metrics().borrow().clone();
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        let limit = self.cfg.down_after;
+        let now = std::time::Instant::now();
+        let heard = voters
+            .iter()
+            .filter(|id| {
+                **id == core.node_id
+                    || self
+                        .transport
+                        .last_ok(**id)
+                        .is_some_and(|t| now.duration_since(t) < limit)
+            })
+            .count();
+        let acked = m
+            .millis_since_quorum_ack
+            .is_some_and(|ms| u128::from(ms) < limit.as_millis());
+        if heard > voters.len() / 2 || acked {
+            return Ok(());
+        }
+        Err(unavailable(format!(
+            "no quorum: {heard} of {} voters answered in the last {limit:?}",
+            voters.len()
+        )))
+    }
+
     async fn leader_read(&self, core: &Core, q: &ReadQuery) -> Result<KvRange, ApiError> {
+        self.check_quorum(core)?;
         let fut = core.raft.ensure_linearizable();
         tokio::time::timeout(self.cfg.op_timeout, fut)
             .await
@@ -192,7 +225,40 @@ impl Inner {
             ttl_ms,
             wait_ms,
         };
-        let resp = self.propose_data(Command::Lock(op), false).await?;
+        let before = self
+            .core()
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .revision;
+        let resp = match self.propose_data(Command::Lock(op), false).await {
+            Ok(r) => r,
+            Err(e) => {
+                if e.code == ErrorCode::Unavailable {
+                    // The entry may still commit once a quorum is back: undo it then, so a
+                    // failed acquire leaves nothing behind.
+                    let undo = LockOp::Abandon {
+                        resource: resource.into(),
+                        owner: owner.into(),
+                        after: before,
+                    };
+                    let me = self.clone();
+                    let give_up = std::time::Instant::now() + Duration::from_millis(ttl_ms);
+                    tokio::spawn(async move {
+                        // Until it commits, or the lease would have ended anyway.
+                        while me
+                            .propose_data(Command::Lock(undo.clone()), false)
+                            .await
+                            .is_err()
+                            && std::time::Instant::now() < give_up
+                        {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    });
+                }
+                return Err(e);
+            }
+        };
         match resp.outcome {
             Outcome::Granted { token, expires_ms } => Ok(LockGrant { token, expires_ms }),
             Outcome::Queued { .. } => {
@@ -214,12 +280,14 @@ impl Inner {
                 match r {
                     Ok(r) => r,
                     Err(_) => {
-                        // The state never said either way (cut off?): leave the line.
-                        let cancel = LockOp::Cancel {
+                        // The state never said either way (cut off?): leave the line, and
+                        // give back a hold granted meanwhile.
+                        let op = LockOp::Abandon {
                             resource: resource.into(),
                             owner: owner.into(),
+                            after: resp.revision,
                         };
-                        let _ = self.propose_data(Command::Lock(cancel), false).await;
+                        let _ = self.propose_data(Command::Lock(op), false).await;
                         Err(unavailable(format!(
                             "no answer about {resource} within the wait"
                         )))
@@ -310,24 +378,12 @@ impl Drop for LeaveLine {
             self.queued_at,
         );
         tokio::spawn(async move {
-            let cancel = LockOp::Cancel {
-                resource: resource.clone(),
-                owner: owner.clone(),
+            let op = LockOp::Abandon {
+                resource,
+                owner,
+                after: queued_at,
             };
-            let _ = inner.propose_data(Command::Lock(cancel), false).await;
-            let token = {
-                let core = inner.core();
-                let st = core.state.read().unwrap_or_else(|e| e.into_inner());
-                st.locks
-                    .locks
-                    .get(&resource)
-                    .filter(|l| l.owner == owner && l.token > queued_at)
-                    .map(|l| l.token)
-            };
-            if let Some(token) = token {
-                let release = LockOp::Release { resource, token };
-                let _ = inner.propose_data(Command::Lock(release), false).await;
-            }
+            let _ = inner.propose_data(Command::Lock(op), false).await;
         });
     }
 }
@@ -420,7 +476,8 @@ impl LockGuard {
         if let Some(s) = self.stop.take() {
             let _ = s.send(false);
         }
-        node.lock_release(&self.resource, self.grant.token).await
+        node.lock_release(&self.resource, self.grant.token).await?;
+        Ok(())
     }
 }
 
@@ -509,15 +566,18 @@ impl Node {
         }
     }
 
-    /// Releases the lock held with `token`; the next in line gets it. `lock_not_held` when the
-    /// token does not hold it.
-    pub async fn lock_release(&self, resource: &str, token: u64) -> Result<(), ApiError> {
+    /// Releases the lock held with `token`; the next in line gets it. Returns the release's
+    /// revision; `lock_not_held` when the token does not hold it.
+    pub async fn lock_release(&self, resource: &str, token: u64) -> Result<u64, ApiError> {
         let op = LockOp::Release {
             resource: resource.into(),
             token,
         };
-        self.inner.propose_data(Command::Lock(op), false).await?;
-        Ok(())
+        Ok(self
+            .inner
+            .propose_data(Command::Lock(op), false)
+            .await?
+            .revision)
     }
 
     /// Takes `resource` for this process and keeps it: renewed every third of `ttl` until the

@@ -355,7 +355,31 @@ impl Cluster for ClusterSvc {
             token: r.token,
         };
         let resp = self.inner.propose_data(Command::Lock(op), false).await;
-        api(resp.map(|_| pb::LockReleaseReply {}))
+        api(resp.map(|r| pb::LockReleaseReply {
+            revision: r.revision,
+        }))
+    }
+
+    async fn lock_status(
+        &self,
+        req: Request<pb::LockStatusRequest>,
+    ) -> Result<Response<pb::LockStatusReply>, Status> {
+        let r = req.into_inner();
+        ekka_types::lock::check_resource(&r.resource)
+            .map_err(|m| to_status(ApiError::new(ErrorCode::InvalidArgument, m)))?;
+        let core = self.inner.core();
+        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut reply = pb::LockStatusReply {
+            revision: st.revision,
+            ..Default::default()
+        };
+        if let Some(l) = st.locks.locks.get(&r.resource) {
+            reply.owner = l.owner.clone();
+            reply.token = l.token;
+            reply.expires_ms = l.expires_ms;
+            reply.waiters = l.waiters.iter().map(|w| w.owner.clone()).collect();
+        }
+        Ok(Response::new(reply))
     }
 
     async fn kv_put(

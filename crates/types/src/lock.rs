@@ -34,8 +34,14 @@ pub enum LockOp {
     },
     /// Frees the lock held with `token` and grants it to the first waiter.
     Release { resource: String, token: u64 },
-    /// Takes `owner` out of the queue of `resource` (a waiter that gave up).
-    Cancel { resource: String, owner: String },
+    /// Gives up an acquire whose outcome the caller never learned (it timed out, or went away
+    /// while in line): `owner` leaves the queue, and a hold granted to it by an entry after
+    /// revision `after` is released. A hold from before `after` is kept.
+    Abandon {
+        resource: String,
+        owner: String,
+        after: u64,
+    },
 }
 
 /// An acquirer waiting in line.
@@ -138,7 +144,9 @@ impl LockOp {
                 Ok(())
             }
             LockOp::Release { resource, .. } => check_resource(resource).map_err(invalid),
-            LockOp::Cancel { resource, owner } => {
+            LockOp::Abandon {
+                resource, owner, ..
+            } => {
                 check_resource(resource).map_err(invalid)?;
                 check_owner(owner).map_err(invalid)
             }
@@ -150,7 +158,7 @@ impl LockOp {
             LockOp::Acquire { resource, .. }
             | LockOp::Renew { resource, .. }
             | LockOp::Release { resource, .. }
-            | LockOp::Cancel { resource, .. } => resource,
+            | LockOp::Abandon { resource, .. } => resource,
         }
     }
 }
@@ -239,9 +247,18 @@ impl LockTable {
                 self.hand_over(resource, rev, now);
                 Ok(Outcome::Released)
             }
-            LockOp::Cancel { resource, owner } => {
-                if let Some(l) = self.locks.get_mut(resource) {
-                    l.waiters.retain(|w| w.owner != *owner);
+            LockOp::Abandon {
+                resource,
+                owner,
+                after,
+            } => {
+                let Some(l) = self.locks.get_mut(resource) else {
+                    return Ok(Outcome::None);
+                };
+                l.waiters.retain(|w| w.owner != *owner);
+                if l.owner == *owner && l.token > *after {
+                    self.hand_over(resource, rev, now);
+                    return Ok(Outcome::Released);
                 }
                 Ok(Outcome::None)
             }
@@ -464,18 +481,24 @@ mod tests {
         assert_eq!(t.locks["r"].waiters.len(), 1);
         t.apply(5, 400, &release(1)).unwrap();
         assert_eq!(holder(&t), Some(("c", 5)));
-        // A cancelled waiter is gone too.
+        // A waiter that gave up is gone too.
         t.apply(6, 400, &acquire("d", 1000, 5000)).unwrap();
-        t.apply(
-            7,
-            400,
-            &LockOp::Cancel {
-                resource: "r".into(),
-                owner: "d".into(),
-            },
-        )
-        .unwrap();
+        let abandon = |owner: &str, after| LockOp::Abandon {
+            resource: "r".into(),
+            owner: owner.into(),
+            after,
+        };
+        t.apply(7, 400, &abandon("d", 6)).unwrap();
         t.apply(8, 400, &release(5)).unwrap();
+        assert!(t.locks.is_empty());
+        // An acquire that did commit after all is undone; a hold from before is kept.
+        t.apply(9, 400, &acquire("e", 1000, 0)).unwrap();
+        assert_eq!(t.apply(10, 400, &abandon("e", 9)).unwrap(), Outcome::None);
+        assert_eq!(holder(&t), Some(("e", 9)));
+        assert_eq!(
+            t.apply(11, 400, &abandon("e", 8)).unwrap(),
+            Outcome::Released
+        );
         assert!(t.locks.is_empty());
     }
 
