@@ -107,7 +107,7 @@ impl Client {
         let r = self.call(STATUS_TIMEOUT, c.lock_status(req)).await?;
         Ok(LockStatus {
             revision: r.revision,
-            holder: (!r.owner.is_empty()).then(|| (r.owner, r.token, r.expires_ms)),
+            holder: (!r.owner.is_empty()).then_some((r.owner, r.token, r.expires_ms)),
             waiters: r.waiters,
         })
     }
