@@ -420,6 +420,8 @@ pub(crate) async fn lock_ticker(inner: Arc<Inner>) {
     loop {
         let core = inner.core();
         let mut applied = core.applied.clone();
+        // Seen: wake on the next change only (a clone starts at the sender's first value).
+        applied.borrow_and_update();
         let next = if inner.is_leader(&core) {
             let st = core.state.read().unwrap_or_else(|e| e.into_inner());
             st.locks.next_deadline()
