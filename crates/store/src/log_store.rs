@@ -21,7 +21,7 @@ use openraft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::data_dir::{TREE_LOG, TREE_RAFT};
 use crate::{NodeId, TypeConfig};
@@ -44,36 +44,38 @@ struct Inner {
     /// All write I/O is serialized (openraft's rule).
     write: tokio::sync::Mutex<()>,
     /// The flusher task's queue, started by the first append.
-    flusher: std::sync::OnceLock<mpsc::UnboundedSender<Flush>>,
+    flusher: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Flush>>>,
 }
 
 /// Work for the flusher task.
 enum Flush {
-    /// Report these entries durable after the next flush.
-    Appended(LogFlushed<TypeConfig>),
+    /// Report these entries durable after the next flush of this db. The flusher holds a db
+    /// handle only while it has work, so closing the store closes the db.
+    Appended(LogFlushed<TypeConfig>, sled::Db),
     /// Answer once every callback queued before has been reported.
     Barrier(oneshot::Sender<()>),
 }
 
-/// Flushes once per batch of queued appends, then reports each, in order.
-async fn flusher(db: sled::Db, mut rx: mpsc::UnboundedReceiver<Flush>) {
+/// Flushes once per batch of queued appends, then reports each, in order. A plain thread: the
+/// fsync blocks it, never an async worker.
+fn flusher(rx: std::sync::mpsc::Receiver<Flush>) {
     let mut batch = Vec::new();
-    while let Some(first) = rx.recv().await {
+    while let Ok(first) = rx.recv() {
         batch.push(first);
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let flushed = if batch.iter().any(|f| matches!(f, Flush::Appended(_))) {
-            db.flush_async()
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        } else {
-            Ok(())
+        let db = batch.iter().find_map(|f| match f {
+            Flush::Appended(_, db) => Some(db.clone()),
+            Flush::Barrier(_) => None,
+        });
+        let flushed = match db {
+            Some(db) => db.flush().map(|_| ()).map_err(|e| e.to_string()),
+            None => Ok(()),
         };
         for f in batch.drain(..) {
             match f {
-                Flush::Appended(cb) => {
+                Flush::Appended(cb, _) => {
                     cb.log_io_completed(flushed.clone().map_err(std::io::Error::other))
                 }
                 Flush::Barrier(tx) => {
@@ -175,21 +177,30 @@ impl LogStore {
 }
 
 impl LogStore {
-    fn flusher(&self) -> &mpsc::UnboundedSender<Flush> {
-        self.inner.flusher.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(flusher(self.inner.db.clone(), rx));
-            tx
-        })
+    /// Hands `f` to the flusher thread (started on first use); gives it back if the thread is
+    /// gone.
+    fn to_flusher(&self, f: Flush) -> Result<(), Flush> {
+        let tx = self.inner.flusher.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new()
+                .name("ekka-log-flush".into())
+                .spawn(move || flusher(rx));
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "no flusher thread; appends flush one by one");
+            }
+            std::sync::Mutex::new(tx)
+        });
+        let tx = tx.lock().unwrap_or_else(|e| e.into_inner());
+        tx.send(f).map_err(|e| e.0)
     }
 
     /// Waits until every append handed to the flusher so far has been reported.
     async fn flush_barrier(&self) {
-        let Some(tx) = self.inner.flusher.get() else {
+        if self.inner.flusher.get().is_none() {
             return;
-        };
+        }
         let (done, wait) = oneshot::channel();
-        if tx.send(Flush::Barrier(done)).is_ok() {
+        if self.to_flusher(Flush::Barrier(done)).is_ok() {
             let _ = wait.await;
         }
     }
@@ -331,8 +342,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
         // Readable now; reported durable by the flusher after its next flush.
-        if let Err(mpsc::error::SendError(Flush::Appended(cb))) =
-            self.flusher().send(Flush::Appended(callback))
+        if let Err(Flush::Appended(cb, _)) =
+            self.to_flusher(Flush::Appended(callback, self.inner.db.clone()))
         {
             let r = self.inner.db.flush_async().await;
             cb.log_io_completed(r.map(|_| ()).map_err(std::io::Error::other));
