@@ -42,6 +42,11 @@ fn l01_acquire_release_is_reentrant_and_needs_the_token() {
     assert_eq!(t, again);
     let other = n3.cli(&["lock", "acquire", "r1", "--ttl", "10s", "--owner", "b"]);
     assert_eq!(other.err_code(), "lock_held");
+    let st: serde_json::Value =
+        serde_json::from_str(n2.cli(&["lock", "status", "r1"]).ok()).unwrap();
+    assert_eq!(st["owner"], "a");
+    assert_eq!(st["token"], t);
+    assert_eq!(st["waiters"], serde_json::json!([]));
     let wrong = (t + 1).to_string();
     assert_eq!(
         n2.cli(&["lock", "release", "r1", "--token", &wrong])

@@ -286,6 +286,12 @@ pub enum LockCmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Prints the holder and the line of RES as the addressed agent sees them (JSON).
+    Status {
+        resource: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Releases the lock held with TOKEN.
     Release {
         resource: String,

@@ -93,6 +93,25 @@ pub async fn lock(cmd: LockCmd) -> Result<(), ApiError> {
             client(&c)?.lock_renew(&resource, token, ttl).await?;
             println!("renewed");
         }
+        LockCmd::Status {
+            resource,
+            client: c,
+        } => {
+            let st = client(&c)?.lock_status(&resource).await?;
+            let (owner, token, expires_ms) = match st.holder {
+                Some((o, t, e)) => (json!(o), json!(t), json!(e)),
+                None => (json!(null), json!(null), json!(null)),
+            };
+            let v = json!({
+                "resource": resource,
+                "revision": st.revision,
+                "owner": owner,
+                "token": token,
+                "expires_ms": expires_ms,
+                "waiters": st.waiters,
+            });
+            println!("{v}");
+        }
         LockCmd::Release {
             resource,
             token,
