@@ -42,9 +42,12 @@ fn l01_acquire_release_is_reentrant_and_needs_the_token() {
     assert_eq!(t, again);
     let other = n3.cli(&["lock", "acquire", "r1", "--ttl", "10s", "--owner", "b"]);
     assert_eq!(other.err_code(), "lock_held");
-    let st: serde_json::Value =
-        serde_json::from_str(n2.cli(&["lock", "status", "r1"]).ok()).unwrap();
-    assert_eq!(st["owner"], "a");
+    // A local read: the follower may be a moment behind.
+    let mut st = serde_json::Value::Null;
+    wait_until(WAIT, "n2 shows the holder", || {
+        st = serde_json::from_str(n2.cli(&["lock", "status", "r1"]).ok()).unwrap();
+        st["owner"] == "a"
+    });
     assert_eq!(st["token"], t);
     assert_eq!(st["waiters"], serde_json::json!([]));
     let wrong = (t + 1).to_string();
