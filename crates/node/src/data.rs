@@ -74,7 +74,7 @@ fn read_state(st: &ClusterState, q: &ReadQuery) -> KvRange {
         (v, false)
     };
     KvRange {
-        revision: st.revision,
+        revision: st.data_revision(),
         entries,
         more,
     }
@@ -114,7 +114,7 @@ impl Inner {
                 forwarded,
                 |core| async move {
                     me.check_quorum(&core)?;
-                    me.propose_on(&core, cmd).await.map(Reply::Local)
+                    me.submit(cmd).await.map(Reply::Local)
                 },
                 |mut p| async move {
                     p.forward(pb::RaftPayload {
@@ -131,6 +131,16 @@ impl Inner {
             Reply::Remote(p) => serde_json::from_slice(&p.data)
                 .map_err(|e| internal(format!("unreadable answer from the leader: {e}"))),
         }
+    }
+
+    /// Hands `cmd` to the leader's batcher and waits for its own result.
+    async fn submit(&self, cmd: Command) -> Result<Response, ApiError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.batch_tx
+            .send(Pending { cmd, tx })
+            .map_err(|_| unavailable("this node is shutting down"))?;
+        rx.await
+            .map_err(|_| unavailable("the write was dropped (leader change or shutdown)"))?
     }
 
     /// A read served by the leader after confirming it still leads (read index), or by this node
@@ -311,7 +321,7 @@ impl Inner {
         loop {
             {
                 let st = core.state.read().unwrap_or_else(|e| e.into_inner());
-                if st.revision >= from_rev {
+                if st.data_revision() >= from_rev {
                     match st.locks.locks.get(resource) {
                         Some(l) if l.owner == owner => {
                             return Ok(LockGrant {
@@ -348,6 +358,7 @@ impl Inner {
         }
         self.spawn_watch(
             from,
+            |st| st.data_revision(),
             move |st, after| {
                 st.kv
                     .events_from(&prefix, after + 1)
@@ -388,6 +399,78 @@ impl Drop for LeaveLine {
     }
 }
 
+/// A lock or key-value command waiting for the leader's next batch.
+pub(crate) struct Pending {
+    cmd: Command,
+    tx: tokio::sync::oneshot::Sender<Result<Response, ApiError>>,
+}
+
+/// Batches proposed at once: while they commit, the next batch fills up.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// The leader's write batcher: concurrent lock and key-value commands go into one log entry
+/// (`Command::Batch`, at most `OPS_PER_ENTRY`), so one append, one fsync and one replication
+/// round serve them all. Each command keeps its own result and operation revision.
+pub(crate) async fn batcher(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        let first = tokio::select! {
+            p = rx.recv() => match p {
+                Some(p) => p,
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < ekka_types::limits::OPS_PER_ENTRY as usize {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let me = inner.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (cmds, txs): (Vec<Command>, Vec<_>) =
+                batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
+            let core = me.core();
+            match me.propose_on(&core, Command::Batch(cmds)).await {
+                Ok(Response {
+                    outcome: Outcome::Batch(results),
+                    ..
+                }) if results.len() == txs.len() => {
+                    for (r, tx) in results.into_iter().zip(txs) {
+                        let one = match r.rejected {
+                            Some(rej) => Err(crate::error::from_reject(rej)),
+                            None => Ok(Response {
+                                revision: r.revision,
+                                rejected: None,
+                                outcome: r.outcome,
+                            }),
+                        };
+                        let _ = tx.send(one);
+                    }
+                }
+                Ok(other) => {
+                    let e = internal(format!("unexpected answer to a batch: {other:?}"));
+                    for tx in txs {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                }
+                Err(e) => {
+                    for tx in txs {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
 /// Either a local answer or the leader's encoded one.
 enum Reply<T> {
     Local(T),
@@ -401,7 +484,7 @@ fn kv_compacted(from: u64, st: &ClusterState) -> ApiError {
             "revision {from} is older than the oldest retained change ({}); read the keys again \
              (revision {}) and watch from there",
             st.kv.compacted_to + 1,
-            st.revision
+            st.data_revision()
         ),
     )
 }

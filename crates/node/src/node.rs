@@ -84,6 +84,8 @@ pub(crate) struct Inner {
     pub shutdown: watch::Sender<bool>,
     /// ekka's `local` lock scope.
     pub local_locks: crate::data::LocalLocks,
+    /// The leader's write batcher (lock and key-value commands).
+    pub batch_tx: tokio::sync::mpsc::UnboundedSender<crate::data::Pending>,
 }
 
 /// A running ekka node: a Raft member with its gRPC server, status monitor and the cluster API.
@@ -168,6 +170,7 @@ impl Node {
         let transport = Transport::new(&cfg.cookie, cluster_id.clone()).map_err(cfg_err)?;
         let core = build_core(&data, data.node_id(), &transport, &raft_config).await?;
         let (shutdown, _) = watch::channel(false);
+        let (batch_tx, batch_rx) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             cfg,
             addr,
@@ -185,11 +188,13 @@ impl Node {
             reboot: Mutex::default(),
             shutdown,
             local_locks: Default::default(),
+            batch_tx,
         });
         crate::server::spawn(inner.clone(), listener);
         inner.after_start().await?;
         tokio::spawn(crate::monitor::run(inner.clone()));
         tokio::spawn(crate::data::lock_ticker(inner.clone()));
+        tokio::spawn(crate::data::batcher(inner.clone(), batch_rx));
         tokio::spawn(inner.clone().reset_when_removed());
         if let Some(d) = inner.cfg.discovery.clone() {
             d.0.bind(&inner.addr);
@@ -1272,6 +1277,7 @@ impl Inner {
     ) -> Result<tokio::sync::mpsc::Receiver<Result<ekka_types::Event, ApiError>>, ApiError> {
         self.spawn_watch(
             from,
+            |st| st.revision,
             |st, after| {
                 st.events_after(after)
                     .ok_or_else(|| compacted(after + 1, st))
@@ -1281,11 +1287,12 @@ impl Inner {
     }
 
     /// Streams what `fetch(state, after)` returns past revision `after` as entries apply, from
-    /// revision `from` (inclusive) or, when `None`, only what comes next. `fetch` fails (and the
+    /// revision `from` (inclusive) or, when `None`, only what comes after `current(state)`. `fetch` fails (and the
     /// stream ends with its error) when revisions after `after` were already dropped.
     pub(crate) fn spawn_watch<T, F, R>(
         self: &Arc<Self>,
         from: Option<u64>,
+        current: fn(&ekka_types::ClusterState) -> u64,
         fetch: F,
         revision: R,
     ) -> Result<tokio::sync::mpsc::Receiver<Result<T, ApiError>>, ApiError>
@@ -1299,7 +1306,7 @@ impl Inner {
             let st = core.state.read().unwrap_or_else(|e| e.into_inner());
             let after = match from {
                 Some(n) => n.saturating_sub(1),
-                None => st.revision,
+                None => current(&st),
             };
             fetch(&st, after)?;
             after

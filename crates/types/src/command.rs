@@ -63,6 +63,9 @@ pub enum Command {
     Kv(KvOp),
     /// Expires the leases and lock waits that ran out by the entry's time (the leader's tick).
     ExpireLocks,
+    /// Lock and key-value commands of several clients in one entry, applied in order, each
+    /// accepted or refused on its own (`Outcome::Batch`).
+    Batch(Vec<Command>),
 }
 
 impl Command {
@@ -70,7 +73,7 @@ impl Command {
     pub fn is_data(&self) -> bool {
         matches!(
             self,
-            Command::Lock(_) | Command::Kv(_) | Command::ExpireLocks
+            Command::Lock(_) | Command::Kv(_) | Command::ExpireLocks | Command::Batch(_)
         )
     }
 }
@@ -184,6 +187,24 @@ pub enum Outcome {
     Deleted {
         existed: bool,
     },
+    /// The results of a `Batch`, one per command, in order.
+    Batch(Vec<OpResult>),
+}
+
+/// One command's result inside a batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpResult {
+    /// The operation's revision: `log index × OPS_PER_ENTRY + position`.
+    pub revision: u64,
+    pub rejected: Option<Reject>,
+    pub outcome: Outcome,
+}
+
+/// The revision of the `k`-th operation of the entry at `log_idx`.
+pub fn op_revision(log_idx: u64, k: usize) -> u64 {
+    log_idx
+        .saturating_mul(crate::limits::OPS_PER_ENTRY)
+        .saturating_add(k as u64)
 }
 
 impl Response {

@@ -311,7 +311,12 @@ fn check_blank(
     let mut expect = before.clone();
     expect.revision = idx;
     expect.leader = leader;
-    let new: Vec<_> = after.events.iter().filter(|e| e.revision == idx).collect();
+    // Events at `idx` that were not there before (index 0 may already hold Bootstrap's).
+    let new: Vec<_> = after
+        .events
+        .iter()
+        .filter(|e| e.revision == idx && !before.events.contains(e))
+        .collect();
     let ok = new.len() == 1
         && new[0].kind == crate::event::EventKind::LeaderChanged
         && new[0].id == leader
@@ -558,7 +563,7 @@ fn check_accepted(
             }
             others_unchanged(before, after, &[*id], false)?;
         }
-        Command::Lock(_) | Command::Kv(_) | Command::ExpireLocks => {
+        Command::Lock(_) | Command::Kv(_) | Command::ExpireLocks | Command::Batch(_) => {
             if after.members != before.members || after.events != before.events {
                 return Err("a data command changed the membership".into());
             }

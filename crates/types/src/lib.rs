@@ -17,7 +17,9 @@ pub mod member;
 pub mod state;
 pub mod status;
 
-pub use command::{Command, Outcome, Reject, RemoveReason, Request, Response};
+pub use command::{
+    op_revision, Command, OpResult, Outcome, Reject, RemoveReason, Request, Response,
+};
 pub use error::{ApiError, ErrorCode};
 pub use event::{Event, EventKind};
 pub use id::{fmt_id, parse_id, ClusterId, NodeId};

@@ -76,3 +76,7 @@ pub const MAX_KV_EVENT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Most keys one `range` answer carries.
 pub const MAX_RANGE_KEYS: usize = 10_000;
+
+/// Most lock and key-value operations one log entry carries (the leader batches concurrent
+/// writes). Operation revisions are `log index × OPS_PER_ENTRY + position in the entry`.
+pub const OPS_PER_ENTRY: u64 = 1024;

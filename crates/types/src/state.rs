@@ -4,11 +4,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::check::{check_addr, check_name};
-use crate::command::{Command, Outcome, Reject, RemoveReason, Request, Response};
+use crate::command::{
+    op_revision, Command, OpResult, Outcome, Reject, RemoveReason, Request, Response,
+};
 use crate::event::{Event, EventKind};
 use crate::id::{ClusterId, NodeId};
 use crate::kv::KvSpace;
-use crate::limits::{MAX_EVENTS_RETAINED, MAX_MEMBERS, MAX_VOTERS_LIMIT};
+use crate::limits::{MAX_EVENTS_RETAINED, MAX_MEMBERS, MAX_VOTERS_LIMIT, OPS_PER_ENTRY};
 use crate::lock::LockTable;
 use crate::member::{Member, Role, Status};
 
@@ -98,8 +100,8 @@ impl ClusterState {
         }
     }
 
-    /// Applies a lock or key-value command at the state's clock.
-    fn apply_data(&mut self, rev: u64, cmd: &Command) -> Result<Outcome, Reject> {
+    /// Applies a lock or key-value command (or a batch of them) at the state's clock.
+    fn apply_data(&mut self, log_idx: u64, cmd: &Command) -> Result<Outcome, Reject> {
         if self.cluster_id == 0 {
             return Err(Reject::NotBootstrapped);
         }
@@ -107,6 +109,38 @@ impl ClusterState {
         if self.locks.extend_pending && now != 0 {
             self.locks.extend_all(now);
         }
+        let Command::Batch(cmds) = cmd else {
+            return self.apply_op(op_revision(log_idx, 0), now, cmd);
+        };
+        if cmds.len() as u64 > OPS_PER_ENTRY {
+            return Err(invalid(format!(
+                "a batch holds at most {OPS_PER_ENTRY} commands"
+            )));
+        }
+        let results = cmds
+            .iter()
+            .enumerate()
+            .map(|(k, c)| {
+                let revision = op_revision(log_idx, k);
+                match self.apply_op(revision, now, c) {
+                    Ok(outcome) => OpResult {
+                        revision,
+                        rejected: None,
+                        outcome,
+                    },
+                    Err(r) => OpResult {
+                        revision,
+                        rejected: Some(r),
+                        outcome: Outcome::None,
+                    },
+                }
+            })
+            .collect();
+        Ok(Outcome::Batch(results))
+    }
+
+    /// One lock or key-value operation at operation revision `rev`.
+    fn apply_op(&mut self, rev: u64, now: u64, cmd: &Command) -> Result<Outcome, Reject> {
         match cmd {
             Command::Lock(op) => self.locks.apply(rev, now, op),
             Command::Kv(op) => self.kv.apply(rev, op),
@@ -114,8 +148,14 @@ impl ClusterState {
                 self.locks.expire(rev, now);
                 Ok(Outcome::None)
             }
-            _ => Err(invalid("not a data command")),
+            _ => Err(invalid("not a lock or key-value command")),
         }
+    }
+
+    /// The highest operation revision an applied entry can have produced: lock tokens and key
+    /// revisions are at most this.
+    pub fn data_revision(&self) -> u64 {
+        op_revision(self.revision, OPS_PER_ENTRY as usize - 1)
     }
 
     /// A copy of the membership part of the state (members, events, leader), without locks and
@@ -317,7 +357,7 @@ impl ClusterState {
                 self.members.remove(id);
                 Ok(())
             }
-            Command::Lock(_) | Command::Kv(_) | Command::ExpireLocks => {
+            Command::Lock(_) | Command::Kv(_) | Command::ExpireLocks | Command::Batch(_) => {
                 self.apply_data(rev, cmd).map(|_| ())
             }
         }
@@ -538,8 +578,8 @@ impl ClusterState {
         if self.events.iter().any(|e| e.revision > self.revision) {
             return Err("an event is newer than the revision".into());
         }
-        self.locks.check_invariants(self.revision)?;
-        self.kv.check_invariants(self.revision)?;
+        self.locks.check_invariants(self.data_revision())?;
+        self.kv.check_invariants(self.data_revision())?;
         Ok(())
     }
 }

@@ -301,3 +301,56 @@ fn a_long_down_voter_is_replaced_by_the_oldest_up_learner() {
     s.apply(8, &req(Command::MarkDown { id: 3 }));
     assert_eq!(s.voter_to_replace(u64::MAX), None, "no up learner to seat");
 }
+
+#[test]
+fn a_batch_gives_every_operation_its_own_increasing_revision() {
+    use crate::kv::KvOp;
+    use crate::lock::LockOp;
+    let mut s = boot();
+    let acquire = |owner: &str| {
+        Command::Lock(LockOp::Acquire {
+            resource: "r".into(),
+            owner: owner.into(),
+            ttl_ms: 1000,
+            wait_ms: 0,
+        })
+    };
+    let put = |v: &str| {
+        Command::Kv(KvOp::Put {
+            key: "k".into(),
+            value: v.as_bytes().to_vec(),
+        })
+    };
+    let batch = Command::Batch(vec![acquire("a"), acquire("b"), put("1"), put("2")]);
+    let r = s.apply(2, &req(batch));
+    let Outcome::Batch(results) = r.outcome else {
+        panic!("{r:?}")
+    };
+    let revs: Vec<u64> = results.iter().map(|o| o.revision).collect();
+    assert_eq!(revs, (0..4).map(|k| op_revision(2, k)).collect::<Vec<_>>());
+    // Each operation is accepted or refused on its own.
+    assert_eq!(
+        results[0].outcome,
+        Outcome::Granted {
+            token: op_revision(2, 0),
+            expires_ms: 2000
+        }
+    );
+    assert!(matches!(results[1].rejected, Some(Reject::LockHeld { .. })));
+    assert_eq!(s.kv.entries["k"].mod_revision, op_revision(2, 3));
+    assert_eq!(s.kv.entries["k"].create_revision, op_revision(2, 2));
+    assert!(s.data_revision() >= op_revision(2, 3));
+    assert!(op_revision(3, 0) > s.data_revision());
+    s.check_invariants().unwrap();
+    // Batches hold data commands only, and a bounded number of them.
+    let r = s.apply(3, &req(Command::Batch(vec![Command::Noop])));
+    let Outcome::Batch(results) = r.outcome else {
+        panic!("{r:?}")
+    };
+    assert!(results[0].rejected.is_some());
+    let too_many = vec![put("x"); crate::limits::OPS_PER_ENTRY as usize + 1];
+    assert!(s
+        .apply(4, &req(Command::Batch(too_many)))
+        .rejected
+        .is_some());
+}
