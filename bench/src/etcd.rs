@@ -148,6 +148,11 @@ impl Etcd {
         .map(|_| ())
     }
 
+    /// The client address (`127.0.0.1:PORT`) of the current leader.
+    pub fn leader_endpoint(&self) -> Result<String> {
+        Ok(self.members[self.leader()?].client.clone())
+    }
+
     /// Index of the current leader, from each member's status.
     fn leader(&self) -> Result<usize> {
         for m in &self.members {

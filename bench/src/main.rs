@@ -2,9 +2,10 @@
 //! `etcd-server`) side by side where there is a peer figure, printing each figure and the ratio.
 //! Not a test: nothing here asserts a timing.
 //!
-//! Run: `cargo build --release && cargo run --release -p ekka-bench -- [--trials N] [--only up|join|failover|detect|etcd|autocluster|rss]`
+//! Run: `cargo build --release && cargo run --release -p ekka-bench -- [--trials N] [--only up|join|failover|detect|etcd|autocluster|rss|data] [--secs S]`
 
 mod etcd;
+mod load;
 mod proc;
 
 use std::time::{Duration, Instant};
@@ -327,7 +328,7 @@ async fn main() -> Result<()> {
     if want("detect") {
         bench_detect(trials).await?;
     }
-    if !(want("etcd") || want("rss") || want("autocluster")) {
+    if !(want("etcd") || want("rss") || want("autocluster") || want("data")) {
         return Ok(());
     }
     let etcd = match etcd::Etcd::start_cluster(3).await {
@@ -370,6 +371,95 @@ async fn main() -> Result<()> {
     }
     if want("rss") {
         bench_rss(&etcd).await?;
+    }
+    if want("data") {
+        let secs = args
+            .iter()
+            .position(|a| a == "--secs")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(5.0f64);
+        bench_data(etcd.as_ref(), secs).await?;
+    }
+    Ok(())
+}
+
+/// Locks and puts at 1, 16 and 64 clients on a 3-node ekka cluster and a 3-node etcd cluster,
+/// clients on each leader, one workload at a time; prints both and the ratio ekka/etcd.
+async fn bench_data(etcd: Option<&etcd::Etcd>, secs: f64) -> Result<()> {
+    let d = tempfile::tempdir()?;
+    let (agents, _) = form(d.path(), 3).await?;
+    let s = Client::new(&agents[0].addr, COOKIE)?.status().await?;
+    let leader = s.leader.context("no ekka leader")?;
+    let laddr = agents
+        .iter()
+        .find(|a| a.name == leader)
+        .context("leader agent")?
+        .addr
+        .clone();
+    // One connection per 16 clients, as a service with a small pool would have.
+    let ekka_clients: Vec<Client> = (0..4)
+        .map(|_| Client::new(&laddr, COOKIE))
+        .collect::<Result<_, _>>()?;
+    let ekka = load::Target::Ekka(ekka_clients);
+    let etcd = match etcd {
+        Some(e) => {
+            let ep = e.leader_endpoint()?;
+            let mut cs = Vec::new();
+            for i in 0..64 {
+                let c = if i < 4 {
+                    load::EtcdGrpc::connect(&ep).await?
+                } else {
+                    let (c, _): &(load::EtcdGrpc, i64) = &cs[i % 4];
+                    c.clone()
+                };
+                let lease = c.lease_grant(60).await?;
+                cs.push((c, lease));
+            }
+            Some(load::Target::Etcd(cs))
+        }
+        None => None,
+    };
+    println!("data load: {secs} s per case, 3 nodes each, clients on the leader");
+    let a = ekka.acquire_latency(secs).await?;
+    line("ekka lock acquire, 1 client (ms)", &a, "ms");
+    if let Some(e) = &etcd {
+        let b = e.acquire_latency(secs).await?;
+        line("etcd lock acquire, 1 client (ms)", &b, "ms");
+        println!(
+            "ratio ekka/etcd acquire p50: {:.2}",
+            pct(&a, 0.5) / pct(&b, 0.5)
+        );
+    }
+    for clients in [1usize, 16, 64] {
+        let ours = load::report(
+            &format!("ekka locks  clients={clients:<2} (acquire+release)"),
+            &ekka.locks(clients, secs).await,
+        );
+        if let Some(e) = &etcd {
+            let theirs = load::report(
+                &format!("etcd locks  clients={clients:<2} (lock+unlock)"),
+                &e.locks(clients, secs).await,
+            );
+            println!(
+                "ratio ekka/etcd lock throughput, {clients} clients: {:.2}",
+                ours / theirs
+            );
+        }
+        let ours = load::report(
+            &format!("ekka puts   clients={clients:<2}"),
+            &ekka.puts(clients, secs).await,
+        );
+        if let Some(e) = &etcd {
+            let theirs = load::report(
+                &format!("etcd puts   clients={clients:<2}"),
+                &e.puts(clients, secs).await,
+            );
+            println!(
+                "ratio ekka/etcd put throughput, {clients} clients: {:.2}",
+                ours / theirs
+            );
+        }
     }
     Ok(())
 }
