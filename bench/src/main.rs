@@ -413,7 +413,7 @@ async fn bench_data(etcd: Option<&etcd::Etcd>, secs: f64) -> Result<()> {
                     let (c, _): &(load::EtcdGrpc, i64) = &cs[i % 4];
                     c.clone()
                 };
-                let lease = c.lease_grant(60).await?;
+                let lease = c.lease_grant(3600).await?;
                 cs.push((c, lease));
             }
             Some(load::Target::Etcd(cs))
