@@ -82,6 +82,10 @@ pub struct AgentArgs {
     /// A voter down this long is replaced by an up learner [default: 10s].
     #[arg(long, env = "EKKA_REPLACE_DOWN_VOTER_AFTER", value_name = "DUR")]
     pub replace_down_voter_after: Option<String>,
+    /// The leader removes members down this long, learners first, never below quorum; 0 turns
+    /// it off [default: 1h]. `ekka cluster autoclean DUR` changes it for the whole cluster.
+    #[arg(long, env = "EKKA_AUTOCLEAN", value_name = "DUR")]
+    pub autoclean: Option<String>,
     /// Snapshot every N log entries, keeping N entries after it [default: 5000].
     #[arg(long, env = "EKKA_SNAPSHOT_EVERY", value_name = "N")]
     pub snapshot_every: Option<u64>,
@@ -203,6 +207,13 @@ pub enum ClusterCmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Sets the cluster's autoclean delay (members down this long are removed; 0 turns it off).
+    Autoclean {
+        #[arg(value_parser = duration, value_name = "DUR")]
+        delay: std::time::Duration,
         #[command(flatten)]
         client: ClientArgs,
     },

@@ -34,6 +34,14 @@ pub async fn run(cmd: ClusterCmd) -> Result<(), ApiError> {
                 print!("{}", output::status_table(&s));
             }
         }
+        ClusterCmd::Autoclean { delay, client: c } => {
+            client(&c)?.set_autoclean(delay).await?;
+            if delay.is_zero() {
+                println!("autoclean off");
+            } else {
+                println!("autoclean {}", humantime::format_duration(delay));
+            }
+        }
         ClusterCmd::Recover { data_dir } => {
             let report = ekka_node::recover(&data_dir).await?;
             for m in &report.discarded {

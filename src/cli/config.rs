@@ -32,6 +32,7 @@ struct FileConfig {
     election_timeout: Option<String>,
     down_after: Option<String>,
     replace_down_voter_after: Option<String>,
+    autoclean: Option<String>,
     snapshot_every: Option<u64>,
     dns_name: Option<String>,
     dns_type: Option<String>,
@@ -295,6 +296,9 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
         .or(file.replace_down_voter_after.clone())
     {
         node.replace_down_voter_after = duration("replace_down_voter_after", &v)?;
+    }
+    if let Some(v) = args.autoclean.clone().or(file.autoclean.clone()) {
+        node.autoclean = duration("autoclean", &v)?;
     }
     if let Some(n) = args.snapshot_every.or(file.snapshot_every) {
         node.snapshot_every = n;

@@ -140,6 +140,18 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Sets the cluster's autoclean delay (zero turns it off).
+    pub async fn set_autoclean(&self, delay: Duration) -> Result<(), ApiError> {
+        let mut c = self.inner.clone();
+        let req = pb::SetAutocleanRequest {
+            ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        };
+        self.call(OP_TIMEOUT, c.set_autoclean(req)).await?;
+        Ok(())
+    }
+}
+
 /// A stream of membership events from [`Client::watch`].
 pub struct Watcher {
     inner: tonic::Streaming<pb::WatchEvent>,

@@ -57,6 +57,9 @@ pub struct NodeConfig {
     pub autoheal: bool,
     /// A voter down this long (committed down-since) is replaced by an up learner.
     pub replace_down_voter_after: Duration,
+    /// The leader removes members down this long (committed down-since), learners first, never
+    /// below quorum; `0` turns it off. The cluster's own setting (`Node::set_autoclean`) wins.
+    pub autoclean: Duration,
 }
 
 impl NodeConfig {
@@ -81,6 +84,7 @@ impl NodeConfig {
             bootstrap_expect: 1,
             autoheal: true,
             replace_down_voter_after: Duration::from_secs(10),
+            autoclean: Duration::from_secs(3600),
         }
     }
 

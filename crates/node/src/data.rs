@@ -99,6 +99,7 @@ impl Inner {
         let valid = match &cmd {
             Command::Lock(op) => op.validate(),
             Command::Kv(op) => op.validate(),
+            Command::SetAutoclean { .. } => Ok(()),
             _ => {
                 return Err(ApiError::new(
                     ErrorCode::InvalidArgument,
@@ -114,6 +115,9 @@ impl Inner {
                 forwarded,
                 |core| async move {
                     me.check_quorum(&core)?;
+                    if matches!(cmd, Command::SetAutoclean { .. }) {
+                        return me.propose_on(&core, cmd).await.map(Reply::Local);
+                    }
                     me.submit(cmd).await.map(Reply::Local)
                 },
                 |mut p| async move {
@@ -612,6 +616,13 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl Node {
+    /// Sets the cluster's autoclean delay, for every present and future leader (zero: off).
+    pub async fn set_autoclean(&self, delay: Duration) -> Result<(), ApiError> {
+        let cmd = Command::SetAutoclean { ms: ms(delay) };
+        self.inner.propose_data(cmd, false).await?;
+        Ok(())
+    }
+
     /// Takes the lease lock `resource` for `owner` for `ttl`, waiting in line up to `wait` while
     /// another owner holds it (`lock_held` when the wait runs out). The same owner acquiring
     /// again gets the same token and a renewed lease.

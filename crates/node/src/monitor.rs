@@ -39,6 +39,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         if let Err(e) = round(&inner, &core, since).await {
             warn!(error = %e, "monitor round");
         }
+        if let Err(e) = autoclean(&inner, &core).await {
+            warn!(error = %e, "autoclean");
+        }
     }
 }
 
@@ -148,6 +151,27 @@ async fn round(
             }
         }
     }
+    Ok(())
+}
+
+/// Removes one member that has been down longer than the autoclean delay (committed down-since
+/// time, so a leader change neither resets nor shortens the clock), learners first, never below
+/// quorum.
+async fn autoclean(
+    inner: &Arc<Inner>,
+    core: &Arc<crate::node::Core>,
+) -> Result<(), ekka_types::ApiError> {
+    let candidate = {
+        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        let default = u64::try_from(inner.cfg.autoclean.as_millis()).unwrap_or(u64::MAX);
+        st.autoclean_candidate(crate::node::now_ms(), default)
+            .and_then(|id| st.members.get(&id).map(|m| (id, m.name.clone())))
+    };
+    let Some((id, name)) = candidate else {
+        return Ok(());
+    };
+    info!(%name, id = %fmt_id(id), "autoclean: removing a member down longer than the delay");
+    inner.leader_remove_member(core.clone(), id, false).await?;
     Ok(())
 }
 

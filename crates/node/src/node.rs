@@ -828,7 +828,7 @@ impl Inner {
         .await
     }
 
-    async fn leader_remove_member(
+    pub(crate) async fn leader_remove_member(
         self: &Arc<Self>,
         core: Arc<Core>,
         id: NodeId,

@@ -311,6 +311,20 @@ impl Cluster for ClusterSvc {
     type WatchStream = WatchStream;
     type KvWatchStream = KvWatchStream;
 
+    async fn set_autoclean(
+        &self,
+        req: Request<pb::SetAutocleanRequest>,
+    ) -> Result<Response<pb::SetAutocleanReply>, Status> {
+        let ms = req.into_inner().ms;
+        let r = self
+            .inner
+            .propose_data(Command::SetAutoclean { ms }, false)
+            .await;
+        api(r.map(|r| pb::SetAutocleanReply {
+            revision: r.revision,
+        }))
+    }
+
     async fn lock_acquire(
         &self,
         req: Request<pb::LockAcquireRequest>,

@@ -57,6 +57,9 @@ pub enum Command {
     RemoveMember { id: NodeId, reason: RemoveReason },
     /// Changes nothing but the revision.
     Noop,
+    /// Sets the cluster's autoclean delay: members down this long are removed by the leader
+    /// (`0` turns autoclean off). Until set, each leader uses its configured default.
+    SetAutoclean { ms: u64 },
     /// A lock operation.
     Lock(LockOp),
     /// A key-value write.

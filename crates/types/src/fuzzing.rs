@@ -348,11 +348,13 @@ fn same_but_revision(a: &ClusterState, b: &ClusterState) -> bool {
         clock_ms,
         locks,
         kv,
+        autoclean_ms,
     } = a;
     // The clock follows the entries' time, accepted or not, and never goes backwards.
     *clock_ms <= b.clock_ms
         && *locks == b.locks
         && *kv == b.kv
+        && *autoclean_ms == b.autoclean_ms
         && *cluster_id == b.cluster_id
         && *max_voters == b.max_voters
         && *members == b.members
@@ -562,6 +564,11 @@ fn check_accepted(
                 return Err(format!("removing {id} did not remove exactly that member"));
             }
             others_unchanged(before, after, &[*id], false)?;
+        }
+        Command::SetAutoclean { ms } => {
+            if after.autoclean_ms != Some(*ms) || after.members != before.members {
+                return Err("set autoclean did not set exactly the delay".into());
+            }
         }
         Command::Lock(_) | Command::Kv(_) | Command::ExpireLocks | Command::Batch(_) => {
             if after.members != before.members || after.events != before.events {

@@ -43,6 +43,9 @@ pub struct ClusterState {
     /// The key-value space.
     #[serde(default)]
     pub kv: KvSpace,
+    /// The autoclean delay set through the API (ms, 0: off); `None`: the leader's default.
+    #[serde(default)]
+    pub autoclean_ms: Option<u64>,
 }
 
 /// What the leader must do to remove a member without losing quorum.
@@ -172,6 +175,7 @@ impl ClusterState {
             clock_ms: self.clock_ms,
             locks: LockTable::default(),
             kv: KvSpace::default(),
+            autoclean_ms: self.autoclean_ms,
         }
     }
 
@@ -360,6 +364,10 @@ impl ClusterState {
             Command::Lock(_) | Command::Kv(_) | Command::ExpireLocks | Command::Batch(_) => {
                 self.apply_data(rev, cmd).map(|_| ())
             }
+            Command::SetAutoclean { ms } => {
+                self.autoclean_ms = Some(*ms);
+                Ok(())
+            }
         }
     }
 
@@ -500,6 +508,25 @@ impl ClusterState {
             .min_by_key(|m| (m.since_ms, m.id))?;
         let learner = self.up_learners().into_iter().next()?;
         Some((down.id, learner))
+    }
+
+    /// The member autoclean removes next, if any: down for at least the autoclean delay (the
+    /// state's setting, else `default_ms`; 0: off) by the committed down-since time, learners
+    /// before voters, the longest down first, and only a removal that keeps a quorum of up voters.
+    pub fn autoclean_candidate(&self, now_ms: u64, default_ms: u64) -> Option<NodeId> {
+        let delay = self.autoclean_ms.unwrap_or(default_ms);
+        if delay == 0 {
+            return None;
+        }
+        let mut due: Vec<&Member> = self
+            .members
+            .values()
+            .filter(|m| m.status == Status::Down && m.since_ms.saturating_add(delay) <= now_ms)
+            .collect();
+        due.sort_by_key(|m| (m.role == Role::Voter, m.since_ms, m.id));
+        due.into_iter()
+            .map(|m| m.id)
+            .find(|id| self.plan_remove(*id).is_ok())
     }
 
     /// Learners the leader should promote now: enough to bring the voter count to the largest odd

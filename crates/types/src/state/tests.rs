@@ -354,3 +354,48 @@ fn a_batch_gives_every_operation_its_own_increasing_revision() {
         .rejected
         .is_some());
 }
+
+#[test]
+fn autoclean_takes_learners_first_by_committed_down_time_and_keeps_quorum() {
+    let mut s = boot();
+    let at = |now_ms, cmd| Request { now_ms, cmd };
+    for (i, id) in [2u64, 3, 4].into_iter().enumerate() {
+        let idx = 2 + 2 * i as u64;
+        assert!(add(&mut s, idx, id, &format!("n{id}")).is_ok());
+        assert!(s
+            .apply(idx + 1, &at(1000, Command::MarkUp { id, addr: None }))
+            .is_ok());
+    }
+    let roles = Command::SetRoles {
+        voters: vec![1, 2, 3],
+        learners: vec![4],
+    };
+    assert!(s.apply(20, &req(roles)).is_ok());
+    assert!(s.apply(21, &at(1000, Command::MarkDown { id: 2 })).is_ok());
+    assert!(s.apply(22, &at(2000, Command::MarkDown { id: 4 })).is_ok());
+    // Nothing is due before its delay, counted from the committed down-since time.
+    assert_eq!(s.autoclean_candidate(1400, 500), None);
+    assert_eq!(s.autoclean_candidate(1500, 500), Some(2));
+    // The learner goes first once both are due.
+    assert_eq!(s.autoclean_candidate(2500, 500), Some(4));
+    // 0 turns it off; a delay set through the API wins over the leader's default.
+    assert_eq!(s.autoclean_candidate(9999, 0), None);
+    assert!(s
+        .apply(23, &req(Command::SetAutoclean { ms: 5000 }))
+        .is_ok());
+    assert_eq!(s.autoclean_candidate(2500, 500), None);
+    assert_eq!(s.autoclean_candidate(6000, 500), Some(2));
+    assert!(s.apply(24, &req(Command::SetAutoclean { ms: 500 })).is_ok());
+    // Never below quorum: with a second voter down, removing one would leave 1 up of 2.
+    assert!(s.apply(25, &at(2000, Command::MarkDown { id: 3 })).is_ok());
+    assert!(s
+        .apply(
+            26,
+            &req(Command::RemoveMember {
+                id: 4,
+                reason: RemoveReason::Removed
+            })
+        )
+        .is_ok());
+    assert_eq!(s.autoclean_candidate(10_000, 500), None);
+}
