@@ -24,6 +24,7 @@ fn k01_put_get_delete_cas_from_any_member() {
     let mut c = Cluster::new();
     c.form(3);
     let (n1, n2, n3) = (c.get("n1"), c.get("n2"), c.get("n3"));
+    assert_eq!(n2.status()["stale"], false);
     let r1 = rev(&n2.cli(&["kv", "put", "cfg/a", "one"]));
     // A linearizable read on another member sees the acknowledged write at once.
     assert_eq!(n3.cli(&["kv", "get", "cfg/a"]).ok(), "one");
@@ -92,6 +93,16 @@ fn k02_minority_refuses_linearizable_reads_and_writes_but_serves_stale_reads() {
     c.get_mut("n2").kill();
     let n3 = c.get("n3");
     assert_eq!(n3.cli(&["kv", "get", "k", "--stale"]).ok(), "v1");
+    // Its status is its own view, and says so.
+    let s = n3.status();
+    assert_eq!(s["stale"], true, "{s}");
+    assert!(n3
+        .cli(&["cluster", "status"])
+        .ok()
+        .lines()
+        .next()
+        .unwrap()
+        .contains("stale"));
     assert_eq!(n3.cli(&["kv", "put", "k", "v2"]).err_code(), "unavailable");
     assert_eq!(n3.cli(&["kv", "get", "k"]).err_code(), "unavailable");
 }

@@ -28,6 +28,7 @@ pub fn status_json(s: &ClusterStatus) -> Value {
         "members": members,
         "running_nodes": s.running_nodes(),
         "stopped_nodes": s.stopped_nodes(),
+        "stale": s.stale,
     })
 }
 
@@ -68,11 +69,16 @@ pub fn event_line(e: &Event) -> String {
 /// The human table of `ekka cluster status`.
 pub fn status_table(s: &ClusterStatus) -> String {
     let mut out = format!(
-        "cluster {}  leader {}  term {}  revision {}\n",
+        "cluster {}  leader {}  term {}  revision {}{}\n",
         fmt_id(s.cluster_id),
         s.leader.as_deref().unwrap_or("-"),
         s.term,
-        s.revision
+        s.revision,
+        if s.stale {
+            "  (stale: this node's view, no leader with a quorum answered)"
+        } else {
+            ""
+        }
     );
     let rows: Vec<[String; 5]> = s
         .members
@@ -133,6 +139,7 @@ mod tests {
                 m(1, "n1", Role::Voter, Status::Up),
                 m(2, "n2", Role::Learner, Status::Down),
             ],
+            stale: false,
         }
     }
 

@@ -186,7 +186,7 @@ impl Inner {
 
     /// Fails fast, before anything is appended, when this leader has not heard from a quorum of
     /// voters within `down_after` (by its own transport, or openraft's last quorum ack).
-    fn check_quorum(&self, core: &Core) -> Result<(), ApiError> {
+    pub(crate) fn check_quorum(&self, core: &Core) -> Result<(), ApiError> {
         let m = core.raft.metrics().borrow().clone();
         let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
         let limit = self.cfg.down_after;

@@ -1402,6 +1402,7 @@ impl Inner {
             term: m.current_term,
             revision: st.revision,
             members,
+            stale: !(self.is_leader(core) && self.check_quorum(core).is_ok()),
         }
     }
 }

@@ -162,6 +162,7 @@ impl From<&ClusterStatus> for pb::StatusReply {
             term: s.term,
             revision: s.revision,
             members: s.members.iter().map(pb::Member::from).collect(),
+            stale: s.stale,
         }
     }
 }
@@ -186,6 +187,7 @@ impl TryFrom<pb::StatusReply> for ClusterStatus {
             term: r.term,
             revision: r.revision,
             members,
+            stale: r.stale,
         })
     }
 }

@@ -17,6 +17,9 @@ pub struct ClusterStatus {
     pub revision: u64,
     /// Sorted by name.
     pub members: Vec<Member>,
+    /// The answering node's own view, not confirmed by a leader in touch with a quorum (no
+    /// leader reachable: this node may be on the minority side of a partition).
+    pub stale: bool,
 }
 
 impl ClusterStatus {
