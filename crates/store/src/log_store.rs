@@ -308,11 +308,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
         let _w = self.inner.write.lock().await;
-        // Flushed (by put): a restart, and `ekka recover` without any peer, replay the state
-        // machine up to it.
-        self.put(K_COMMITTED, &committed)
-            .await
-            .map_err(StorageIOError::write)?;
+        // Written, not flushed: it becomes durable with the next flush (the next append's, or
+        // sled's periodic one). A restart, and `ekka recover` without any peer, replay the state
+        // machine up to what reached the disk; a lost tail is only re-learned from the leader or
+        // left uncommitted, never wrongly applied. Flushing here would put an fsync on every
+        // commit in openraft's core loop.
+        let v = encode(&committed).map_err(StorageIOError::write)?;
+        self.inner
+            .raft
+            .insert(K_COMMITTED, v)
+            .map_err(|e| StorageIOError::write(io_err(e)))?;
         Ok(())
     }
 
