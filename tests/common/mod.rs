@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod proxy;
+
 use serde_json::Value;
 
 pub const COOKIE: &str = "test-cookie";
