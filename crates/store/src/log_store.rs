@@ -6,9 +6,7 @@
 //! in the order openraft issued them; every write says below whether it is flushed before
 //! returning (or before openraft is told it is done).
 //!
-//! Appends are group-committed: `append` writes the entries (readable at once) and hands
-//! openraft's callback to one flusher task, which flushes once for every callback queued meanwhile
-//! and only then reports them done, in order. Many concurrent client writes so share one fsync.
+//! `append` writes the entries (readable at once), flushes, and only then reports them to openraft.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -21,7 +19,6 @@ use openraft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::oneshot;
 
 use crate::data_dir::{TREE_LOG, TREE_RAFT};
 use crate::{NodeId, TypeConfig};
@@ -43,47 +40,6 @@ struct Inner {
     log: sled::Tree,
     /// All write I/O is serialized (openraft's rule).
     write: tokio::sync::Mutex<()>,
-    /// The flusher task's queue, started by the first append.
-    flusher: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Flush>>>,
-}
-
-/// Work for the flusher task.
-enum Flush {
-    /// Report these entries durable after the next flush of this db. The flusher holds a db
-    /// handle only while it has work, so closing the store closes the db.
-    Appended(LogFlushed<TypeConfig>, sled::Db),
-    /// Answer once every callback queued before has been reported.
-    Barrier(oneshot::Sender<()>),
-}
-
-/// Flushes once per batch of queued appends, then reports each, in order. A plain thread: the
-/// fsync blocks it, never an async worker.
-fn flusher(rx: std::sync::mpsc::Receiver<Flush>) {
-    let mut batch = Vec::new();
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-        }
-        let db = batch.iter().find_map(|f| match f {
-            Flush::Appended(_, db) => Some(db.clone()),
-            Flush::Barrier(_) => None,
-        });
-        let flushed = match db {
-            Some(db) => db.flush().map(|_| ()).map_err(|e| e.to_string()),
-            None => Ok(()),
-        };
-        for f in batch.drain(..) {
-            match f {
-                Flush::Appended(cb, _) => {
-                    cb.log_io_completed(flushed.clone().map_err(std::io::Error::other))
-                }
-                Flush::Barrier(tx) => {
-                    let _ = tx.send(());
-                }
-            }
-        }
-    }
 }
 
 fn io_err(e: impl std::error::Error + 'static) -> AnyError {
@@ -123,7 +79,6 @@ impl LogStore {
                 raft: db.open_tree(TREE_RAFT).map_err(|e| e.to_string())?,
                 log: db.open_tree(TREE_LOG).map_err(|e| e.to_string())?,
                 write: tokio::sync::Mutex::new(()),
-                flusher: std::sync::OnceLock::new(),
             }),
         };
         // A purge persists its purge point before deleting; finish one a crash interrupted.
@@ -177,34 +132,6 @@ impl LogStore {
 }
 
 impl LogStore {
-    /// Hands `f` to the flusher thread (started on first use); gives it back if the thread is
-    /// gone.
-    fn to_flusher(&self, f: Flush) -> Result<(), Flush> {
-        let tx = self.inner.flusher.get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let spawned = std::thread::Builder::new()
-                .name("ekka-log-flush".into())
-                .spawn(move || flusher(rx));
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "no flusher thread; appends flush one by one");
-            }
-            std::sync::Mutex::new(tx)
-        });
-        let tx = tx.lock().unwrap_or_else(|e| e.into_inner());
-        tx.send(f).map_err(|e| e.0)
-    }
-
-    /// Waits until every append handed to the flusher so far has been reported.
-    async fn flush_barrier(&self) {
-        if self.inner.flusher.get().is_none() {
-            return;
-        }
-        let (done, wait) = oneshot::channel();
-        if self.to_flusher(Flush::Barrier(done)).is_ok() {
-            let _ = wait.await;
-        }
-    }
-
     /// Appends `entries` and returns once they are durable: the write path of openraft's
     /// `append`, for tools and tests that have no openraft callback.
     pub async fn append_flushed(
@@ -346,20 +273,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .log
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
-        // Readable now; reported durable by the flusher after its next flush.
-        if let Err(Flush::Appended(cb, _)) =
-            self.to_flusher(Flush::Appended(callback, self.inner.db.clone()))
-        {
-            let r = self.inner.db.flush_async().await;
-            cb.log_io_completed(r.map(|_| ()).map_err(std::io::Error::other));
-        }
+        // Readable now; durable after this flush, and only then reported. The flush runs right
+        // here: openraft replicates an entry only once the leader reports it flushed, so a hand-off
+        // to another thread would sit on every write's path. Concurrent client writes already
+        // share one entry (the node's batcher), and a follower appends whole batches of entries.
+        let r = self.inner.db.flush();
+        callback.log_io_completed(r.map(|_| ()).map_err(std::io::Error::other));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let _w = self.inner.write.lock().await;
-        // Appends still waiting for their flush are reported before any entry goes away.
-        self.flush_barrier().await;
         // Delete from the back so a crash never leaves a hole.
         let keys: Vec<sled::IVec> = self
             .inner
@@ -385,7 +309,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let _w = self.inner.write.lock().await;
-        self.flush_barrier().await;
         // Record the purge point first (flushed by put), then delete from the front (not
         // flushed: see delete_up_to).
         self.put(K_PURGED, &log_id)
