@@ -2,7 +2,7 @@
 //! `etcd-server`) side by side where there is a peer figure, printing each figure and the ratio.
 //! Not a test: nothing here asserts a timing.
 //!
-//! Run: `cargo build --release && cargo run --release -p ekka-bench -- [--trials N] [--only up|join|failover|detect|etcd|autocluster|rss|data] [--secs S]`
+//! Run: `cargo build --release && cargo run --release -p ekka-bench -- [--trials N] [--only up|join|failover|detect|replace|etcd|autocluster|rss|data] [--secs S]`
 
 mod etcd;
 mod load;
@@ -58,10 +58,19 @@ where
 
 /// Starts n agents and joins them to the first; returns them once all are up.
 async fn form(dir: &std::path::Path, n: usize) -> Result<(Vec<Agent>, Duration)> {
+    form_with(dir, n, &[]).await
+}
+
+/// [`form`] with extra agent flags.
+async fn form_with(
+    dir: &std::path::Path,
+    n: usize,
+    extra: &[String],
+) -> Result<(Vec<Agent>, Duration)> {
     let t0 = Instant::now();
     let mut agents = Vec::new();
     for i in 1..=n {
-        agents.push(Agent::start(dir, &format!("n{i}")).await?);
+        agents.push(Agent::start_with(dir, &format!("n{i}"), "127.0.0.1:0", extra).await?);
     }
     let seed = agents[0].addr.clone();
     for a in &agents[1..] {
@@ -189,6 +198,92 @@ async fn bench_detect(trials: usize) -> Result<()> {
         .await?;
     }
     line("follower SIGKILL -> shown down (ms)", &v, "ms");
+
+    // Cut off: the process stays but answers nothing (SIGSTOP), as with cut links.
+    let mut cut = Vec::new();
+    for _ in 0..trials {
+        let name = agents[victim].name.clone();
+        agents[victim].signal(libc::SIGSTOP);
+        let t0 = Instant::now();
+        wait_for(Duration::from_secs(20), || async {
+            c.status()
+                .await
+                .is_ok_and(|s| s.member(&name).is_some_and(|m| m.status == Status::Down))
+        })
+        .await?;
+        cut.push(ms(t0.elapsed()));
+        agents[victim].signal(libc::SIGCONT);
+        wait_for(Duration::from_secs(20), || async {
+            c.status()
+                .await
+                .is_ok_and(|s| s.member(&name).is_some_and(|m| m.status == Status::Up))
+        })
+        .await?;
+    }
+    line("follower cut off (SIGSTOP) -> shown down (ms)", &cut, "ms");
+    Ok(())
+}
+
+/// 3 voters and a learner with `--replace-down-voter-after 1s`: kill a voter that does not lead;
+/// time until the learner holds its seat (the 1 s delay included), per trial.
+async fn bench_replace(trials: usize) -> Result<()> {
+    let d = tempfile::tempdir()?;
+    let flags = ["--replace-down-voter-after".to_string(), "1s".to_string()];
+    let (mut agents, _) = form_with(d.path(), 4, &flags).await?;
+    let mut v = Vec::new();
+    for _ in 0..trials {
+        let addr = agents[0].addr.clone();
+        let c = Client::new(&addr, COOKIE)?;
+        let s = c.status().await?;
+        let leader = s.leader.clone().context("no leader")?;
+        let learner = s
+            .members
+            .iter()
+            .find(|m| m.role == ekka_types::Role::Learner && m.status == Status::Up)
+            .context("no up learner")?
+            .name
+            .clone();
+        let victim = s
+            .members
+            .iter()
+            .find(|m| m.role == ekka_types::Role::Voter && m.name != leader)
+            .context("no follower voter")?
+            .name
+            .clone();
+        let vi = agents
+            .iter()
+            .position(|a| a.name == victim)
+            .context("victim")?;
+        let la = agents
+            .iter()
+            .find(|a| a.name == leader)
+            .context("leader")?
+            .addr
+            .clone();
+        let lc = Client::new(&la, COOKIE)?;
+        agents[vi].kill();
+        let t0 = Instant::now();
+        wait_for(Duration::from_secs(30), || async {
+            lc.status().await.is_ok_and(|s| {
+                s.member(&learner)
+                    .is_some_and(|m| m.role == ekka_types::Role::Voter)
+            })
+        })
+        .await?;
+        v.push(ms(t0.elapsed()));
+        agents[vi].restart().await?;
+        wait_for(Duration::from_secs(30), || async {
+            lc.status()
+                .await
+                .is_ok_and(|s| s.member(&victim).is_some_and(|m| m.status == Status::Up))
+        })
+        .await?;
+    }
+    line(
+        "voter SIGKILL -> learner seated, 1s delay incl. (ms)",
+        &v,
+        "ms",
+    );
     Ok(())
 }
 
@@ -327,6 +422,9 @@ async fn main() -> Result<()> {
     }
     if want("detect") {
         bench_detect(trials).await?;
+    }
+    if want("replace") {
+        bench_replace(trials).await?;
     }
     if !(want("etcd") || want("rss") || want("autocluster") || want("data")) {
         return Ok(());

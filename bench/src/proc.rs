@@ -92,6 +92,16 @@ impl Agent {
             let _ = c.start_kill();
         }
     }
+
+    /// SIGSTOP or SIGCONT: a paused agent answers nothing, as if its links were cut.
+    pub fn signal(&self, sig: i32) {
+        if let Some(pid) = self.child.as_ref().and_then(|c| c.id()) {
+            // SAFETY: kill(2) on our own child.
+            unsafe {
+                libc::kill(pid as libc::pid_t, sig);
+            }
+        }
+    }
 }
 
 /// Resident set size of `pid`, KiB.
