@@ -38,7 +38,21 @@ pub async fn recover(dir: &Path) -> Result<RecoverReport, ApiError> {
     let transport =
         Transport::new(&cfg.cookie, Arc::new(AtomicU64::new(cluster_id))).map_err(internal)?;
 
-    // Replay the committed log into the state machine, without talking to anyone.
+    // Everything this node's log holds counts as committed (as etcd's --force-new-cluster does):
+    // the on-disk committed pointer may lag the last acknowledged writes, and with the rest of
+    // the cluster gone for good, what this node has is all there is.
+    {
+        use openraft::storage::RaftLogStorage;
+        let (mut log, _) = data.open_stores().map_err(internal)?;
+        let last = log.get_log_state().await.map_err(internal)?.last_log_id;
+        if last.is_some() {
+            log.save_committed(last).await.map_err(internal)?;
+            log.append_flushed(std::iter::empty())
+                .await
+                .map_err(internal)?;
+        }
+    }
+    // Replay the log into the state machine, without talking to anyone.
     let core = build_core(&data, node_id, &transport, &config).await?;
     core.raft.runtime_config().elect(false);
     let (st, keys, dropped_locks) = {
