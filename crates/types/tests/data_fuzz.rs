@@ -172,14 +172,14 @@ fn seeded_random_lock_and_key_sequences_keep_the_rules() {
             let before = st.clone();
             let mut fifo = true;
             // A leader change now and then, with a clock that may be behind or ahead.
-            if next(&mut s) % 29 == 0 {
+            if next(&mut s).is_multiple_of(29) {
                 let leader = next(&mut s) % 3 + 1;
                 st.leader_elected(idx, leader);
                 twin.leader_elected(idx, leader);
                 now = now.saturating_sub(300) + next(&mut s) % 900;
             } else {
                 now += next(&mut s) % 200;
-                fifo = next(&mut s) % 4 != 0;
+                fifo = !next(&mut s).is_multiple_of(4);
                 let cmd = if !fifo {
                     Command::Batch((0..next(&mut s) % 6 + 1).map(|_| op(&mut s)).collect())
                 } else {
