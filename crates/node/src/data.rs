@@ -108,7 +108,7 @@ impl Inner {
             }
         };
         valid.map_err(crate::error::from_reject)?;
-        let payload = serde_json::to_vec(&cmd).map_err(internal)?;
+        let payload = to_payload(&cmd)?;
         let me = self.clone();
         let reply = self
             .via_leader(
@@ -120,21 +120,10 @@ impl Inner {
                     }
                     me.submit(cmd).await.map(Reply::Local)
                 },
-                |mut p| async move {
-                    p.forward(pb::RaftPayload {
-                        version: ekka_proto::PAYLOAD_VERSION,
-                        data: payload,
-                    })
-                    .await
-                    .map(|r| r.map(Reply::Remote))
-                },
+                |mut p| async move { p.forward(payload).await.map(|r| r.map(Reply::Remote)) },
             )
             .await?;
-        match reply {
-            Reply::Local(r) => Ok(r),
-            Reply::Remote(p) => serde_json::from_slice(&p.data)
-                .map_err(|e| internal(format!("unreadable answer from the leader: {e}"))),
-        }
+        reply.into_value()
     }
 
     /// Hands `cmd` to the leader's batcher and waits for its own result.
@@ -161,34 +150,28 @@ impl Inner {
             let st = core.state.read().unwrap_or_else(|e| e.into_inner());
             return Ok(read_state(&st, &q));
         }
-        let payload = serde_json::to_vec(&q).map_err(internal)?;
+        let payload = to_payload(&q)?;
         let me = self.clone();
         let reply = self
             .via_leader(
                 forwarded,
                 |core| async move { me.leader_read(&core, &q).await.map(Reply::Local) },
-                |mut p| async move {
-                    p.read(pb::RaftPayload {
-                        version: ekka_proto::PAYLOAD_VERSION,
-                        data: payload,
-                    })
-                    .await
-                    .map(|r| r.map(Reply::Remote))
-                },
+                |mut p| async move { p.read(payload).await.map(|r| r.map(Reply::Remote)) },
             )
             .await?;
-        match reply {
-            Reply::Local(r) => Ok(r),
-            Reply::Remote(p) => serde_json::from_slice(&p.data)
-                .map_err(|e| internal(format!("unreadable answer from the leader: {e}"))),
-        }
+        reply.into_value()
     }
 
     /// Fails fast, before anything is appended, when this leader has not heard from a quorum of
     /// voters within `down_after` (by its own transport, or openraft's last quorum ack).
     pub(crate) fn check_quorum(&self, core: &Core) -> Result<(), ApiError> {
-        let m = core.raft.metrics().borrow().clone();
-        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        // Only what is needed, not a clone of the whole metrics: this runs on every write.
+        let (voters, quorum_ack_ms) = {
+            let metrics = core.raft.metrics();
+            let m = metrics.borrow();
+            let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+            (voters, m.millis_since_quorum_ack)
+        };
         let limit = self.cfg.down_after;
         let now = std::time::Instant::now();
         let heard = voters
@@ -201,9 +184,7 @@ impl Inner {
                         .is_some_and(|t| now.duration_since(t) < limit)
             })
             .count();
-        let acked = m
-            .millis_since_quorum_ack
-            .is_some_and(|ms| u128::from(ms) < limit.as_millis());
+        let acked = quorum_ack_ms.is_some_and(|ms| u128::from(ms) < limit.as_millis());
         if heard > voters.len() / 2 || acked {
             return Ok(());
         }
@@ -481,6 +462,17 @@ enum Reply<T> {
     Remote(pb::RaftPayload),
 }
 
+impl<T: serde::de::DeserializeOwned> Reply<T> {
+    /// The local answer, or the leader's, decoded.
+    fn into_value(self) -> Result<T, ApiError> {
+        match self {
+            Reply::Local(r) => Ok(r),
+            Reply::Remote(p) => serde_json::from_slice(&p.data)
+                .map_err(|e| internal(format!("unreadable answer from the leader: {e}"))),
+        }
+    }
+}
+
 fn kv_compacted(from: u64, st: &ClusterState) -> ApiError {
     ApiError::new(
         ErrorCode::Compacted,
@@ -493,8 +485,8 @@ fn kv_compacted(from: u64, st: &ClusterState) -> ApiError {
     )
 }
 
-/// The answer the leader sends back for a forwarded command.
-pub(crate) fn encode_reply<T: Serialize>(v: &T) -> Result<pb::RaftPayload, ApiError> {
+/// A value as a versioned JSON payload: a forwarded command or read, and the leader's answer.
+pub(crate) fn to_payload<T: Serialize>(v: &T) -> Result<pb::RaftPayload, ApiError> {
     Ok(pb::RaftPayload {
         version: ekka_proto::PAYLOAD_VERSION,
         data: serde_json::to_vec(v).map_err(internal)?,

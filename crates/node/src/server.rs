@@ -274,7 +274,7 @@ impl Peer for PeerSvc {
         let p = req.into_inner();
         let cmd: ekka_types::Command = decode(p.version, &p.data)?;
         let r = self.inner.propose_data(cmd, fwd).await;
-        api(r.and_then(|r| crate::data::encode_reply(&r)))
+        api(r.and_then(|r| crate::data::to_payload(&r)))
     }
 
     async fn read(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
@@ -283,7 +283,7 @@ impl Peer for PeerSvc {
         let p = req.into_inner();
         let q: crate::data::ReadQuery = decode(p.version, &p.data)?;
         let r = self.inner.read_data(q, Read::Linearizable, fwd).await;
-        api(r.and_then(|r| crate::data::encode_reply(&r)))
+        api(r.and_then(|r| crate::data::to_payload(&r)))
     }
 }
 
