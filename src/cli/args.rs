@@ -256,36 +256,30 @@ fn duration(v: &str) -> Result<std::time::Duration, String> {
         .map_err(|e| format!("{v:?} is not a duration like 500ms, 10s, 2m ({e})"))
 }
 
+/// What `lock acquire` and `lock hold` take.
+#[derive(Args, Debug)]
+pub struct AcquireArgs {
+    pub resource: String,
+    /// Lease length; the lock is freed when it runs out unless renewed.
+    #[arg(long, value_parser = duration, value_name = "DUR")]
+    pub ttl: std::time::Duration,
+    /// Wait in line this long while another owner holds it [default: 0, fail at once].
+    #[arg(long, value_parser = duration, value_name = "DUR")]
+    pub wait: Option<std::time::Duration>,
+    /// Owner id; the same owner acquiring again gets the same token [default: a new id].
+    #[arg(long, value_name = "ID")]
+    pub owner: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum LockCmd {
     /// Takes a lease lock; prints the fencing token.
-    Acquire {
-        resource: String,
-        /// Lease length; the lock is freed when it runs out unless renewed.
-        #[arg(long, value_parser = duration, value_name = "DUR")]
-        ttl: std::time::Duration,
-        /// Wait in line this long while another owner holds it [default: 0, fail at once].
-        #[arg(long, value_parser = duration, value_name = "DUR")]
-        wait: Option<std::time::Duration>,
-        /// Owner id; the same owner acquiring again gets the same token [default: a new id].
-        #[arg(long, value_name = "ID")]
-        owner: Option<String>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Acquire(AcquireArgs),
     /// Takes a lease lock and keeps it while running: prints the token, renews every third of
     /// the ttl, releases on SIGINT/SIGTERM. A holder killed otherwise loses it when the lease ends.
-    Hold {
-        resource: String,
-        #[arg(long, value_parser = duration, value_name = "DUR")]
-        ttl: std::time::Duration,
-        #[arg(long, value_parser = duration, value_name = "DUR")]
-        wait: Option<std::time::Duration>,
-        #[arg(long, value_name = "ID")]
-        owner: Option<String>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Hold(AcquireArgs),
     /// Extends the lease held with TOKEN.
     Renew {
         resource: String,

@@ -77,7 +77,7 @@ fn duration(key: &str, v: &str) -> Result<Duration, ApiError> {
         .map_err(|e| invalid(format!("{key}: {v:?} is not a duration ({e})")))
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|s| s.trim().to_string())

@@ -6,7 +6,7 @@ use ekka::types::{KvEntry, KvEvent};
 use ekka::ApiError;
 use serde_json::json;
 
-use crate::cli::args::{KvCmd, LockCmd};
+use crate::cli::args::{AcquireArgs, KvCmd, LockCmd};
 use crate::cli::cluster::client;
 
 /// Prints one line and flushes; `false` when stdout is gone (the reader quit).
@@ -21,10 +21,8 @@ fn text(v: &[u8]) -> String {
 
 /// A new owner id for a one-off acquire: host, process and a random part.
 fn new_owner() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
+    let host = Some(crate::cli::config::hostname())
+        .filter(|h| !h.contains(char::is_whitespace))
         .unwrap_or_else(|| "ekka".into());
     format!(
         "{host}-{}-{:08x}",
@@ -33,33 +31,25 @@ fn new_owner() -> String {
     )
 }
 
+/// Takes the lock `a` names, as `a.owner` or a new owner; the client used and the grant.
+async fn acquire(a: &AcquireArgs) -> Result<(ekka::Client, ekka::LockGrant), ApiError> {
+    let owner = a.owner.clone().unwrap_or_else(new_owner);
+    let cl = client(&a.client)?;
+    let g = cl
+        .lock_acquire(&a.resource, &owner, a.ttl, a.wait.unwrap_or_default())
+        .await?;
+    Ok((cl, g))
+}
+
 pub async fn lock(cmd: LockCmd) -> Result<(), ApiError> {
     match cmd {
-        LockCmd::Acquire {
-            resource,
-            ttl,
-            wait,
-            owner,
-            client: c,
-        } => {
-            let owner = owner.unwrap_or_else(new_owner);
-            let g = client(&c)?
-                .lock_acquire(&resource, &owner, ttl, wait.unwrap_or_default())
-                .await?;
+        LockCmd::Acquire(a) => {
+            let (_, g) = acquire(&a).await?;
             println!("{}", g.token);
         }
-        LockCmd::Hold {
-            resource,
-            ttl,
-            wait,
-            owner,
-            client: c,
-        } => {
-            let owner = owner.unwrap_or_else(new_owner);
-            let cl = client(&c)?;
-            let g = cl
-                .lock_acquire(&resource, &owner, ttl, wait.unwrap_or_default())
-                .await?;
+        LockCmd::Hold(a) => {
+            let (cl, g) = acquire(&a).await?;
+            let (resource, ttl) = (a.resource, a.ttl);
             if !emit(&g.token.to_string()) {
                 cl.lock_release(&resource, g.token).await?;
                 return Ok(());
