@@ -56,6 +56,21 @@ where
     bail!("condition not reached within {limit:?}")
 }
 
+/// Waits until `c`'s status shows member `name` matching `pred`.
+async fn wait_member(
+    c: &Client,
+    name: &str,
+    limit: Duration,
+    pred: impl Fn(&ekka_types::Member) -> bool,
+) -> Result<Duration> {
+    wait_for(limit, || async {
+        c.status()
+            .await
+            .is_ok_and(|s| s.member(name).is_some_and(&pred))
+    })
+    .await
+}
+
 /// Starts n agents and joins them to the first; returns them once all are up.
 async fn form(dir: &std::path::Path, n: usize) -> Result<(Vec<Agent>, Duration)> {
     form_with(dir, n, &[]).await
@@ -155,10 +170,8 @@ async fn bench_failover(trials: usize) -> Result<f64> {
         })
         .await?;
         elect.push(ms(t0.elapsed()));
-        wait_for(Duration::from_secs(20), || async {
-            sc.status()
-                .await
-                .is_ok_and(|s| s.member(&old).is_some_and(|m| m.status == Status::Down))
+        wait_member(&sc, &old, Duration::from_secs(20), |m| {
+            m.status == Status::Down
         })
         .await?;
         down.push(ms(t0.elapsed()));
@@ -182,18 +195,14 @@ async fn bench_detect(trials: usize) -> Result<()> {
         let name = agents[victim].name.clone();
         agents[victim].kill();
         let t0 = Instant::now();
-        wait_for(Duration::from_secs(20), || async {
-            c.status()
-                .await
-                .is_ok_and(|s| s.member(&name).is_some_and(|m| m.status == Status::Down))
+        wait_member(&c, &name, Duration::from_secs(20), |m| {
+            m.status == Status::Down
         })
         .await?;
         v.push(ms(t0.elapsed()));
         agents[victim].restart().await?;
-        wait_for(Duration::from_secs(20), || async {
-            c.status()
-                .await
-                .is_ok_and(|s| s.member(&name).is_some_and(|m| m.status == Status::Up))
+        wait_member(&c, &name, Duration::from_secs(20), |m| {
+            m.status == Status::Up
         })
         .await?;
     }
@@ -205,18 +214,14 @@ async fn bench_detect(trials: usize) -> Result<()> {
         let name = agents[victim].name.clone();
         agents[victim].signal(libc::SIGSTOP);
         let t0 = Instant::now();
-        wait_for(Duration::from_secs(20), || async {
-            c.status()
-                .await
-                .is_ok_and(|s| s.member(&name).is_some_and(|m| m.status == Status::Down))
+        wait_member(&c, &name, Duration::from_secs(20), |m| {
+            m.status == Status::Down
         })
         .await?;
         cut.push(ms(t0.elapsed()));
         agents[victim].signal(libc::SIGCONT);
-        wait_for(Duration::from_secs(20), || async {
-            c.status()
-                .await
-                .is_ok_and(|s| s.member(&name).is_some_and(|m| m.status == Status::Up))
+        wait_member(&c, &name, Duration::from_secs(20), |m| {
+            m.status == Status::Up
         })
         .await?;
     }
@@ -263,19 +268,14 @@ async fn bench_replace(trials: usize) -> Result<()> {
         let lc = Client::new(&la, COOKIE)?;
         agents[vi].kill();
         let t0 = Instant::now();
-        wait_for(Duration::from_secs(30), || async {
-            lc.status().await.is_ok_and(|s| {
-                s.member(&learner)
-                    .is_some_and(|m| m.role == ekka_types::Role::Voter)
-            })
+        wait_member(&lc, &learner, Duration::from_secs(30), |m| {
+            m.role == ekka_types::Role::Voter
         })
         .await?;
         v.push(ms(t0.elapsed()));
         agents[vi].restart().await?;
-        wait_for(Duration::from_secs(30), || async {
-            lc.status()
-                .await
-                .is_ok_and(|s| s.member(&victim).is_some_and(|m| m.status == Status::Up))
+        wait_member(&lc, &victim, Duration::from_secs(30), |m| {
+            m.status == Status::Up
         })
         .await?;
     }
