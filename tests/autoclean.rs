@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::stream::JsonLines;
 use common::*;
 use serde_json::Value;
 
@@ -12,20 +13,10 @@ const WAIT: Duration = Duration::from_secs(40);
 
 /// Every `member_removed` event so far, as (revision, name).
 fn removals(a: &Agent) -> Vec<(u64, String)> {
-    let mut child = std::process::Command::new(BIN)
-        .args([
-            "members", "watch", "--from", "1", "--json", "--node", &a.addr, "--cookie", COOKIE,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
     let rev_now = a.status()["revision"].as_u64().unwrap();
+    let w = JsonLines::start(a, &["members", "watch", "--from", "1", "--json"]);
     let mut got = Vec::new();
-    use std::io::BufRead;
-    for l in std::io::BufReader::new(out).lines() {
-        let v: Value = serde_json::from_str(&l.unwrap()).unwrap();
+    while let Some(v) = w.next(WAIT) {
         let rev = v["revision"].as_u64().unwrap();
         if v["event"] == "member_removed" {
             got.push((rev, v["name"].as_str().unwrap().to_string()));
@@ -34,8 +25,6 @@ fn removals(a: &Agent) -> Vec<(u64, String)> {
             break;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
     got
 }
 

@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
 use std::time::Duration;
 
+use common::stream::JsonLines;
 use common::*;
 use serde_json::Value;
 
@@ -107,59 +105,26 @@ fn k02_minority_refuses_linearizable_reads_and_writes_but_serves_stale_reads() {
     assert_eq!(n3.cli(&["kv", "get", "k"]).err_code(), "unavailable");
 }
 
-/// A running `ekka kv watch --json` and what it printed.
-struct Watch {
-    child: Child,
-    rx: Receiver<Value>,
+/// Starts `ekka kv watch PREFIX --json [--from REV]` on `a`.
+fn kv_watch(a: &Agent, prefix: &str, from: Option<u64>) -> JsonLines {
+    let from = from.map(|f| f.to_string());
+    let mut args = vec!["kv", "watch", prefix, "--json"];
+    if let Some(f) = &from {
+        args.extend(["--from", f]);
+    }
+    JsonLines::start(a, &args)
 }
 
-impl Watch {
-    fn start(a: &Agent, prefix: &str, from: Option<u64>) -> Watch {
-        let mut cmd = Command::new(BIN);
-        cmd.args([
-            "kv", "watch", prefix, "--json", "--node", &a.addr, "--cookie", COOKIE,
-        ]);
-        if let Some(f) = from {
-            cmd.args(["--from", &f.to_string()]);
+/// Collects events until `n` have arrived.
+fn take(w: &JsonLines, n: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match w.next(WAIT) {
+            Some(v) => got.push(v),
+            None => panic!("only {} of {n} events: {got:?}", got.len()),
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines() {
-                let Ok(l) = l else { return };
-                if let Ok(v) = serde_json::from_str::<Value>(&l) {
-                    if tx.send(v).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Watch { child, rx }
     }
-
-    /// Collects events until `n` have arrived.
-    fn take(&self, n: usize) -> Vec<Value> {
-        let mut got = Vec::new();
-        while got.len() < n {
-            match self.rx.recv_timeout(WAIT) {
-                Ok(v) => got.push(v),
-                Err(_) => panic!("only {} of {n} events: {got:?}", got.len()),
-            }
-        }
-        got
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    got
 }
 
 #[test]
@@ -167,7 +132,7 @@ fn k03_watch_resumes_after_an_agent_restart_without_gaps_or_repeats() {
     let mut c = Cluster::new();
     c.form(3);
     let mut expected = Vec::new();
-    let w = Watch::start(c.get("n2"), "app/", Some(1));
+    let w = kv_watch(c.get("n2"), "app/", Some(1));
     for i in 0..5 {
         let r = rev(&c
             .get("n1")
@@ -176,7 +141,7 @@ fn k03_watch_resumes_after_an_agent_restart_without_gaps_or_repeats() {
         // Noise outside the prefix.
         rev(&c.get("n1").cli(&["kv", "put", &format!("noise/{i}"), "x"]));
     }
-    let seen = w.take(5);
+    let seen = take(&w, 5);
     drop(w);
     let last = seen.last().unwrap()["revision"].as_u64().unwrap();
 
@@ -194,8 +159,8 @@ fn k03_watch_resumes_after_an_agent_restart_without_gaps_or_repeats() {
     wait_until(WAIT, "n2 up again", || {
         n2.try_status().is_some_and(|s| running(&s).len() == 3)
     });
-    let w = Watch::start(n2, "app/", Some(last + 1));
-    let rest = w.take(4);
+    let w = kv_watch(n2, "app/", Some(last + 1));
+    let rest = take(&w, 4);
     let mut all: Vec<Value> = seen.into_iter().chain(rest).collect();
     let revs: Vec<u64> = all
         .iter()

@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
+use common::stream::JsonLines;
 use common::*;
 use serde_json::Value;
 
@@ -15,39 +13,19 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A running `ekka members watch --json` and the events it printed.
 struct Watch {
-    child: Child,
-    rx: Receiver<Value>,
+    lines: JsonLines,
     seen: Vec<Value>,
 }
 
 impl Watch {
     fn start(a: &Agent, from: Option<u64>) -> Watch {
-        let mut cmd = Command::new(BIN);
-        cmd.args([
-            "members", "watch", "--json", "--node", &a.addr, "--cookie", COOKIE,
-        ]);
-        if let Some(f) = from {
-            cmd.args(["--from", &f.to_string()]);
+        let from = from.map(|f| f.to_string());
+        let mut args = vec!["members", "watch", "--json"];
+        if let Some(f) = &from {
+            args.extend(["--from", f]);
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines() {
-                let Ok(l) = l else { break };
-                let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}"));
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
         Watch {
-            child,
-            rx,
+            lines: JsonLines::start(a, &args),
             seen: Vec::new(),
         }
     }
@@ -64,9 +42,9 @@ impl Watch {
                 return v.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(v) => self.seen.push(v),
-                Err(_) => panic!("no {event} for {name}; saw {:#?}", self.seen),
+            match self.lines.next(left) {
+                Some(v) => self.seen.push(v),
+                None => panic!("no {event} for {name}; saw {:#?}", self.seen),
             }
         }
     }
@@ -76,13 +54,6 @@ impl Watch {
             .iter()
             .map(|v| v["revision"].as_u64().unwrap())
             .collect()
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

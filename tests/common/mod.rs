@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod proxy;
+pub mod stream;
 
 use serde_json::Value;
 
