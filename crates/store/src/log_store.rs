@@ -159,8 +159,11 @@ impl LogStore {
             .log
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
-        // Readable now; durable after this flush, and only then acknowledged.
-        let r = self.inner.db.flush_async().await;
+        // Readable now; durable after this flush, and only then acknowledged. The flush runs
+        // right here: openraft replicates an entry only once the leader reports it flushed, so a
+        // hand-off to another thread would sit on every write's path. Concurrent client writes
+        // already share one entry (the node's batcher), and a follower appends whole batches.
+        let r = self.inner.db.flush();
         Ok(r.map(|_| ()).map_err(std::io::Error::other))
     }
 }
@@ -263,22 +266,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let _w = self.inner.write.lock().await;
-        let mut batch = sled::Batch::default();
-        for e in entries {
-            let v = encode(&e).map_err(|err| StorageIOError::write_log_entry(e.log_id, err))?;
-            batch.insert(&idx_key(e.log_id.index), v);
-        }
-        self.inner
-            .log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
-        // Readable now; durable after this flush, and only then reported. The flush runs right
-        // here: openraft replicates an entry only once the leader reports it flushed, so a hand-off
-        // to another thread would sit on every write's path. Concurrent client writes already
-        // share one entry (the node's batcher), and a follower appends whole batches of entries.
-        let r = self.inner.db.flush();
-        callback.log_io_completed(r.map(|_| ()).map_err(std::io::Error::other));
+        let r = self.write_entries(entries).await?;
+        callback.log_io_completed(r);
         Ok(())
     }
 
