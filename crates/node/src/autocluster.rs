@@ -185,7 +185,7 @@ async fn discover_and_join(inner: &Arc<Inner>, s: &dyn Strategy) -> Round {
         );
     }
     let addr = best.addr.clone();
-    match inner.join_as(&addr, heal).await {
+    match inner.join_as(&addr, heal, true).await {
         Ok(JoinOutcome::Joined { cluster_id }) => {
             info!(cluster = %fmt_id(cluster_id), via = %addr, "autocluster joined");
             Round::Again("joined; checking the rest".into())

@@ -908,15 +908,17 @@ impl Inner {
     }
 
     pub(crate) async fn join(self: &Arc<Self>, addr: &str) -> Result<JoinOutcome, ApiError> {
-        self.join_as(addr, false).await
+        self.join_as(addr, false, false).await
     }
 
     /// Joins the cluster of `addr`. With `heal`, a member of a cluster of several nodes drops out
     /// of it to join (autoheal); otherwise that is `in_other_cluster`.
+    /// `auto`: the autocluster loop asks; such a join is dropped once `leave` has disabled it.
     pub(crate) async fn join_as(
         self: &Arc<Self>,
         addr: &str,
         heal: bool,
+        auto: bool,
     ) -> Result<JoinOutcome, ApiError> {
         if self.cfg.singleton {
             return Err(ApiError::new(
@@ -931,7 +933,7 @@ impl Inner {
         }
         let deadline = Instant::now() + self.cfg.op_timeout;
         loop {
-            match self.try_join(addr, heal).await {
+            match self.try_join(addr, heal, auto).await {
                 Err(e) if e.code == ErrorCode::Unavailable && Instant::now() < deadline => {
                     let ms = rand::thread_rng().gen_range(20..200);
                     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -966,7 +968,12 @@ impl Inner {
     }
 
     /// One attempt at joining; `unavailable` errors are retried by the caller.
-    async fn try_join(self: &Arc<Self>, addr: &str, heal: bool) -> Result<JoinOutcome, ApiError> {
+    async fn try_join(
+        self: &Arc<Self>,
+        addr: &str,
+        heal: bool,
+        auto: bool,
+    ) -> Result<JoinOutcome, ApiError> {
         let hello = self.hello_at(addr).await?;
         let core = self.core();
         if hello.node_id == core.node_id {
@@ -1023,6 +1030,14 @@ impl Inner {
             .is_err()
         {
             return Err(unavailable("another join of this node is in progress"));
+        }
+        // `leave` clears the flag before it resets this node, so a round that began while this
+        // node was still a member cannot carry it back in once it is a fresh one-node cluster.
+        if auto && !self.autocluster.load(Ordering::SeqCst) {
+            self.joining.store(false, Ordering::SeqCst);
+            return Ok(JoinOutcome::Ignored(
+                "autocluster is disabled (left)".into(),
+            ));
         }
         let r = self.join_holding_flag(addr, my_cluster, heal).await;
         self.joining.store(false, Ordering::SeqCst);
