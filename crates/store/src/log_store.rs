@@ -159,11 +159,13 @@ impl LogStore {
             .log
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
-        // Readable now; durable after this flush, and only then acknowledged. The flush runs
-        // right here: openraft replicates an entry only once the leader reports it flushed, so a
-        // hand-off to another thread would sit on every write's path. Concurrent client writes
-        // already share one entry (the node's batcher), and a follower appends whole batches.
-        let r = self.inner.db.flush();
+        // Readable now; durable after this flush, and only then acknowledged. openraft 0.9
+        // replicates an entry only once the leader reports it flushed, so the flush is on every
+        // write's path; it runs on sled's I/O threads so that the runtime's thread goes on
+        // serving the network meanwhile (the agent runs on one runtime thread). Concurrent
+        // client writes already share one entry (the node's batcher), and a follower appends
+        // whole batches.
+        let r = self.inner.db.flush_async().await;
         Ok(r.map(|_| ()).map_err(std::io::Error::other))
     }
 }
