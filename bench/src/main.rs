@@ -2,7 +2,8 @@
 //! `etcd-server`) side by side where there is a peer figure, printing each figure and the ratio.
 //! Not a test: nothing here asserts a timing.
 //!
-//! Run: `cargo build --release && cargo run --release -p ekka-bench -- [--trials N] [--only up|join|failover|detect|replace|etcd|autocluster|rss|data] [--secs S]`
+//! Run: `cargo build --release && cargo run --release -p ekka-bench -- [--trials N] [--only up|join|failover|detect|replace|etcd|autocluster|rss|data] [--secs S]
+//! [--clients 1,16,64]` (`--secs` and `--clients`: the data load)
 
 mod etcd;
 mod load;
@@ -477,14 +478,22 @@ async fn main() -> Result<()> {
             .and_then(|i| args.get(i + 1))
             .and_then(|s| s.parse().ok())
             .unwrap_or(5.0f64);
-        bench_data(etcd.as_ref(), secs).await?;
+        let clients: Vec<usize> = match args.iter().position(|a| a == "--clients") {
+            None => vec![1, 16, 64],
+            Some(i) => args
+                .get(i + 1)
+                .and_then(|l| l.split(',').map(|c| c.parse().ok()).collect())
+                .filter(|v: &Vec<usize>| !v.is_empty() && v.iter().all(|&c| (1..=64).contains(&c)))
+                .context("--clients: a comma-separated list of counts from 1 to 64")?,
+        };
+        bench_data(etcd.as_ref(), secs, &clients).await?;
     }
     Ok(())
 }
 
 /// Locks and puts at 1, 16 and 64 clients on a 3-node ekka cluster and a 3-node etcd cluster,
 /// clients on each leader, one workload at a time; prints both and the ratio ekka/etcd.
-async fn bench_data(etcd: Option<&etcd::Etcd>, secs: f64) -> Result<()> {
+async fn bench_data(etcd: Option<&etcd::Etcd>, secs: f64, clients: &[usize]) -> Result<()> {
     let d = tempfile::tempdir()?;
     let (agents, _) = form(d.path(), 3).await?;
     let s = Client::new(&agents[0].addr, COOKIE)?.status().await?;
@@ -529,7 +538,7 @@ async fn bench_data(etcd: Option<&etcd::Etcd>, secs: f64) -> Result<()> {
             pct(&a, 0.5) / pct(&b, 0.5)
         );
     }
-    for clients in [1usize, 16, 64] {
+    for &clients in clients {
         let ours = load::report(
             &format!("ekka locks  clients={clients:<2} (acquire+release)"),
             &ekka.locks(clients, secs).await,
