@@ -13,7 +13,9 @@
 //! | low nibble | entry          | field bytes                              |
 //! |------------|----------------|------------------------------------------|
 //! | 0          | `Bootstrap`    | cluster id, id, name, addr, max_voters   |
-//! | 1..=4      | `AddMember`    | id, name, addr                           |
+//! | 1, 2       | `AddMember`    | id, name, addr                           |
+//! | 3          | `Lock`         | see [`data_op`]                          |
+//! | 4          | a data command | kind (`Kv`, `ExpireLocks`, `SetAutoclean`, `Batch`), see [`data_op`] |
 //! | 5, 6       | `MarkUp`       | id, addr (none when the byte is ≥ 128)   |
 //! | 7          | `MarkDown`     | id                                       |
 //! | 8          | `MarkLeaving`  | id                                       |
@@ -23,14 +25,20 @@
 //! | 15         | a blank entry  | leader id (`ClusterState::leader_elected`) |
 //!
 //! Ids, names and addresses come from small pools (ids 1..=8, names n1..n8, four addresses) so that
-//! commands collide, with a few invalid or edge values mixed in. Bytes past the end read as 0.
+//! commands collide, with a few invalid or edge values mixed in; so do lock resources, owners and
+//! keys, and fencing tokens and compared revisions are drawn from the last few entries' revisions.
+//! Bytes past the end read as 0.
 
 use std::collections::BTreeSet;
 
 use crate::check::{check_addr, check_name};
 use crate::command::{Command, RemoveReason, Request, Response};
 use crate::id::NodeId;
-use crate::limits::{MAX_ADDR_BYTES, MAX_MEMBERS, MAX_NAME_BYTES, MAX_VOTERS_LIMIT};
+use crate::kv::KvOp;
+use crate::limits::{
+    MAX_ADDR_BYTES, MAX_MEMBERS, MAX_NAME_BYTES, MAX_VALUE_BYTES, MAX_VOTERS_LIMIT, OPS_PER_ENTRY,
+};
+use crate::lock::LockOp;
 use crate::member::{Member, Role, Status};
 use crate::state::ClusterState;
 
@@ -134,11 +142,13 @@ pub fn decode(data: &[u8]) -> Vec<(u64, Entry)> {
                 addr: addr(b.next()),
                 max_voters: MAX_VOTERS[usize::from(b.next()) % MAX_VOTERS.len()],
             },
-            1..=4 => Command::AddMember {
+            1 | 2 => Command::AddMember {
                 id: id(b.next()),
                 name: name(b.next()),
                 addr: addr(b.next()),
             },
+            3 => lock_op(&mut b, idx),
+            4 => data_op(&mut b, idx),
             5 | 6 => {
                 let id = id(b.next());
                 let a = b.next();
@@ -179,6 +189,116 @@ pub fn decode(data: &[u8]) -> Vec<(u64, Entry)> {
         steps.push((idx, Entry::Normal(Request { now_ms, cmd })));
     }
     steps
+}
+
+/// Lock resources, owners and keys: three valid, one invalid (empty).
+const RESOURCES: [&str; 4] = ["r1", "r2", "r/3", ""];
+const OWNERS: [&str; 4] = ["o1", "o2", "o3", ""];
+const KEYS: [&str; 4] = ["k1", "k2", "k/3", ""];
+/// Lease and wait times (ms); entries are 10 ms apart, a gap of 1000 entries is 10 s.
+const TTLS: [u64; 4] = [0, 20, 500, 5_000];
+const WAITS: [u64; 4] = [0, 30, 1_000, 60_000];
+
+/// An operation revision of one of the last eight entries (fencing tokens, compared revisions,
+/// `abandon`'s `after`), or 0.
+fn recent_revision(idx: u64, b: u8) -> u64 {
+    if b == 0xff {
+        return 0;
+    }
+    let entry = idx.saturating_sub(u64::from(b % 8));
+    entry
+        .saturating_mul(OPS_PER_ENTRY)
+        .saturating_add(u64::from((b >> 3) % 2))
+}
+
+/// A value: empty, short, 300 bytes, or one byte over the limit.
+fn value(b: u8) -> Vec<u8> {
+    match b % 4 {
+        0 => Vec::new(),
+        1 => vec![b],
+        2 => vec![b; 300],
+        _ => vec![b; MAX_VALUE_BYTES + 1],
+    }
+}
+
+/// Kind byte (`% 8`: 0..=3 acquire, 4 and 5 renew, 6 release, 7 abandon), resource, owner, then
+/// one parameter byte:
+/// ttl and wait for an acquire, else the token or revision (see [`recent_revision`]).
+fn lock_op(b: &mut Bytes, idx: u64) -> Command {
+    let kind = b.next();
+    let resource = RESOURCES[usize::from(b.next() % 4)].to_string();
+    let owner = OWNERS[usize::from(b.next() % 4)].to_string();
+    let p = b.next();
+    Command::Lock(match kind % 8 {
+        0..=3 => LockOp::Acquire {
+            resource,
+            owner,
+            ttl_ms: TTLS[usize::from(p % 4)],
+            wait_ms: WAITS[usize::from((p >> 2) % 4)],
+        },
+        4 | 5 => LockOp::Renew {
+            resource,
+            token: recent_revision(idx, p),
+            ttl_ms: TTLS[usize::from((p >> 4) % 4)],
+        },
+        6 => LockOp::Release {
+            resource,
+            token: recent_revision(idx, p),
+        },
+        _ => LockOp::Abandon {
+            resource,
+            owner,
+            after: recent_revision(idx, p),
+        },
+    })
+}
+
+/// Kind byte (`% 8`): 0..=2 put (key, value), 3 delete (key), 4 and 5 compare-and-swap (key,
+/// expected revision, value or a delete), 6 expire locks, 7 set autoclean (0, 1 s or an hour)
+/// when bit 7 is set, else a batch of the next two lock or key-value commands.
+fn data_op(b: &mut Bytes, idx: u64) -> Command {
+    let kind = b.next();
+    let key = |b: &mut Bytes| KEYS[usize::from(b.next() % 4)].to_string();
+    match kind % 8 {
+        0..=2 => Command::Kv(KvOp::Put {
+            key: key(b),
+            value: value(b.next()),
+        }),
+        3 => Command::Kv(KvOp::Delete { key: key(b) }),
+        4 | 5 => {
+            let key = key(b);
+            let expect = recent_revision(idx, b.next());
+            let v = b.next();
+            Command::Kv(KvOp::Cas {
+                key,
+                expect,
+                value: (v < 200).then(|| value(v)),
+            })
+        }
+        6 => Command::ExpireLocks,
+        _ if kind & 0x80 != 0 => Command::SetAutoclean {
+            ms: [0, 1_000, 3_600_000][usize::from(b.next() % 3)],
+        },
+        _ => {
+            let one = |b: &mut Bytes| {
+                if b.next().is_multiple_of(2) {
+                    lock_op(b, idx)
+                } else {
+                    data_op_flat(b, idx)
+                }
+            };
+            let first = one(b);
+            Command::Batch(vec![first, one(b)])
+        }
+    }
+}
+
+/// A key-value command or an expiry, never a batch (batches do not nest).
+fn data_op_flat(b: &mut Bytes, idx: u64) -> Command {
+    match data_op(b, idx) {
+        Command::Batch(_) | Command::SetAutoclean { .. } => Command::ExpireLocks,
+        c => c,
+    }
 }
 
 /// Applies one entry the way the store does; `None` for a blank entry (it has no response).
@@ -259,7 +379,7 @@ fn check_step(
         return Err(format!("a new event has revision {}", e.revision));
     }
 
-    let stale = before.revision != 0 && idx <= before.revision;
+    let stale = before.is_replay(idx);
     if stale {
         if after != before {
             return Err("a stale entry changed the state".into());
@@ -283,6 +403,16 @@ fn check_step(
         return Err(format!("response revision {}", resp.revision));
     }
     match &resp.rejected {
+        // Leases move with the entries' time, refused or not: a new leader's first timed entry
+        // extends the leases it inherited, and an expired holder makes way for its first waiter.
+        Some(why) if is_data(&req.cmd) => {
+            let mut expected = before.clone();
+            expected.locks = after.locks.clone();
+            if !same_but_revision(&expected, after) {
+                return Err(format!("refused ({why}) but more than the leases changed"));
+            }
+            check_data_revisions(before, after)
+        }
         Some(why) if !same_but_revision(before, after) => {
             Err(format!("refused ({why}) but the state changed"))
         }
@@ -574,6 +704,53 @@ fn check_accepted(
             if after.members != before.members || after.events != before.events {
                 return Err("a data command changed the membership".into());
             }
+            check_data_revisions(before, after)?;
+        }
+    }
+    Ok(())
+}
+
+fn is_data(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Lock(_) | Command::Kv(_) | Command::ExpireLocks | Command::Batch(_)
+    )
+}
+
+/// A lock granted by this entry carries a fencing token newer than every revision before it, and
+/// no older than this entry; a hold kept across the entry keeps its owner. The same goes for the
+/// `mod_revision` of a key written by this entry.
+fn check_data_revisions(before: &ClusterState, after: &ClusterState) -> Result<(), String> {
+    let (lo, hi) = (before.data_revision(), after.data_revision());
+    for (res, l) in &after.locks.locks {
+        match before.locks.locks.get(res) {
+            Some(old) if old.token == l.token && old.owner != l.owner => {
+                return Err(format!(
+                    "lock {res:?} changed owner under token {}",
+                    l.token
+                ));
+            }
+            Some(old) if old.token == l.token => {}
+            _ if l.token <= lo || l.token > hi => {
+                return Err(format!(
+                    "lock {res:?} granted with token {} outside ({lo}, {hi}]",
+                    l.token
+                ));
+            }
+            _ => {}
+        }
+    }
+    for (key, e) in &after.kv.entries {
+        let written = before
+            .kv
+            .entries
+            .get(key)
+            .is_none_or(|old| old.mod_revision != e.mod_revision);
+        if written && (e.mod_revision <= lo || e.mod_revision > hi) {
+            return Err(format!(
+                "key {key:?} written at {} outside ({lo}, {hi}]",
+                e.mod_revision
+            ));
         }
     }
     Ok(())
@@ -711,9 +888,10 @@ mod tests {
         assert_eq!(steps.len(), MAX_STEPS);
         let mut kinds = std::collections::HashSet::new();
         let (mut stale, mut bad_name, mut bad_addr, mut ok, mut refused) = (0, 0, 0, 0, 0);
+        let (mut grants, mut writes) = (0, 0);
         let mut st = ClusterState::default();
         for (idx, e) in &steps {
-            if st.revision != 0 && *idx <= st.revision {
+            if st.is_replay(*idx) {
                 stale += 1;
             }
             if let Entry::Normal(r) = e {
@@ -723,13 +901,32 @@ mod tests {
                     bad_addr += usize::from(check_addr(addr).is_err());
                 }
             }
+            let (locks_before, keys_before) = (st.locks.locks.clone(), st.kv.entries.clone());
             match apply_entry(&mut st, *idx, e) {
                 Some(r) if r.is_ok() => ok += 1,
                 Some(_) => refused += 1,
                 None => {}
             }
+            grants += st
+                .locks
+                .locks
+                .iter()
+                .filter(|(r, l)| locks_before.get(*r).is_none_or(|o| o.token != l.token))
+                .count();
+            writes += st
+                .kv
+                .entries
+                .iter()
+                .filter(|(k, v)| {
+                    keys_before
+                        .get(*k)
+                        .is_none_or(|o| o.mod_revision != v.mod_revision)
+                })
+                .count();
         }
-        assert_eq!(kinds.len(), 8, "every Command variant");
+        assert_eq!(kinds.len(), 13, "every Command variant");
+        assert!(grants > 20, "only {grants} lock grants");
+        assert!(writes > 20, "only {writes} key writes");
         for (what, n) in [
             ("stale", stale),
             ("bad name", bad_name),
@@ -740,6 +937,24 @@ mod tests {
             assert!(n > 20, "only {n} {what} steps");
         }
         run_apply_sequence(&data).unwrap();
+    }
+
+    #[test]
+    fn the_checker_catches_a_lock_granted_with_an_old_token() {
+        let mut data = boot_bytes();
+        data.extend([NEXT | 3, 0, 0, 0, 3]); // acquire r1 for o1, 5 s
+        let before = run(&boot_bytes());
+        let after = run(&data);
+        assert_eq!(after.locks.locks["r1"].owner, "o1");
+        check_data_revisions(&before, &after).unwrap();
+        let mut forged = after.clone();
+        forged.locks.locks.get_mut("r1").unwrap().token = before.data_revision();
+        let e = check_data_revisions(&before, &forged).unwrap_err();
+        assert!(e.contains("outside"), "{e}");
+        let mut thief = after.clone();
+        thief.locks.locks.get_mut("r1").unwrap().owner = "o2".into();
+        let e = check_data_revisions(&after, &thief).unwrap_err();
+        assert!(e.contains("changed owner"), "{e}");
     }
 
     #[test]

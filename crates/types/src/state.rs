@@ -64,13 +64,20 @@ pub fn quorum(n_voters: usize) -> usize {
 }
 
 impl ClusterState {
+    /// Whether an entry at `log_idx` was applied already: it is at or below the revision. A
+    /// fresh state (revision 0, no cluster) takes any index; once a cluster exists, index 0 is
+    /// taken too (found by the fuzzer: a bootstrap at index 0 let a second entry at 0 through).
+    pub fn is_replay(&self, log_idx: u64) -> bool {
+        log_idx <= self.revision && (self.revision != 0 || self.cluster_id != 0)
+    }
+
     /// Applies one committed entry at log index `log_idx`.
     ///
     /// Total and deterministic: a command that breaks a rule is refused with a [`Reject`] and
     /// changes nothing but the revision. An entry at or below the current revision (a replay) is
     /// refused and changes nothing at all.
     pub fn apply(&mut self, log_idx: u64, req: &Request) -> Response {
-        if log_idx <= self.revision && self.revision != 0 {
+        if self.is_replay(log_idx) {
             return Response {
                 revision: self.revision,
                 rejected: Some(Reject::InvalidArgument {
@@ -188,7 +195,7 @@ impl ClusterState {
 
     /// Records the blank entry a new leader commits when its term starts: `leader_changed`.
     pub fn leader_elected(&mut self, log_idx: u64, leader: NodeId) {
-        if log_idx <= self.revision && self.revision != 0 {
+        if self.is_replay(log_idx) {
             return;
         }
         self.revision = log_idx;
