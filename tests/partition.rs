@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::proxy::Net;
 use common::*;
+use ekka_testkit::proxy::Net;
 
 const WAIT: Duration = Duration::from_secs(40);
 

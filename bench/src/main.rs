@@ -72,6 +72,20 @@ async fn wait_member(
     .await
 }
 
+/// The leader `c` names, once it names one within `limit`.
+async fn leader_of(c: &Client, limit: Duration) -> Result<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(l) = c.status().await.ok().and_then(|s| s.leader) {
+            return Ok(l);
+        }
+        if Instant::now() >= deadline {
+            bail!("no leader within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Starts n agents and joins them to the first; returns them once all are up.
 async fn form(dir: &std::path::Path, n: usize) -> Result<(Vec<Agent>, Duration)> {
     form_with(dir, n, &[]).await
@@ -227,6 +241,66 @@ async fn bench_detect(trials: usize) -> Result<()> {
         .await?;
     }
     line("follower cut off (SIGSTOP) -> shown down (ms)", &cut, "ms");
+    drop(agents);
+
+    // Cut off by the network: each agent is reached by its peers only through a loopback proxy
+    // that knows which agent opened each connection; the follower's links are cut both ways.
+    let d = tempfile::tempdir()?;
+    let net = ekka_testkit::proxy::Net::new(3);
+    let mut agents = Vec::new();
+    for i in 0..3 {
+        let p = &net.proxies[i];
+        let adv = ["--advertise".to_string(), p.addr.clone()];
+        let a = Agent::start_with(d.path(), &format!("n{}", i + 1), "127.0.0.1:0", &adv).await?;
+        p.set_target(&a.addr);
+        net.set_pid(i, Some(a.pid()));
+        agents.push(a);
+    }
+    for a in &agents[1..] {
+        if let Outcome::Ignored(w) = Client::new(&a.addr, COOKIE)?
+            .join(&net.proxies[0].addr)
+            .await?
+        {
+            bail!("join ignored: {w}");
+        }
+    }
+    let clients: Vec<Client> = agents
+        .iter()
+        .map(|a| Client::new(&a.addr, COOKIE))
+        .collect::<Result<_, _>>()?;
+    let mut cut_net = Vec::new();
+    for _ in 0..trials {
+        // The victim is a follower of the current leader; the leader's view is the one timed.
+        let leader = leader_of(&clients[0], Duration::from_secs(20)).await?;
+        let li = agents
+            .iter()
+            .position(|a| a.name == leader)
+            .context("leader agent")?;
+        let vi = (li + 1) % agents.len();
+        let name = agents[vi].name.clone();
+        let up = |m: &ekka_types::Member| m.status == Status::Up;
+        let down = |m: &ekka_types::Member| m.status == Status::Down;
+        let limit = Duration::from_secs(20);
+        wait_member(&clients[li], &name, limit, up)
+            .await
+            .context("the victim up before the cut")?;
+        let others: Vec<usize> = (0..agents.len()).filter(|&i| i != vi).collect();
+        net.split(&[&[vi], &others]);
+        let t0 = Instant::now();
+        wait_member(&clients[li], &name, limit, down)
+            .await
+            .context("the victim shown down")?;
+        cut_net.push(ms(t0.elapsed()));
+        net.heal();
+        wait_member(&clients[li], &name, limit, up)
+            .await
+            .context("the victim up after the heal")?;
+    }
+    line(
+        "follower cut off (links cut) -> shown down (ms)",
+        &cut_net,
+        "ms",
+    );
     Ok(())
 }
 
