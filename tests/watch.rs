@@ -116,3 +116,52 @@ fn t52_watch_of_a_revision_not_yet_reached_waits_for_it() {
     assert!(removed["revision"].as_u64().unwrap() > rev);
     assert!(w.revisions().iter().all(|r| *r > rev));
 }
+
+#[test]
+fn t55_a_watcher_reconnects_across_a_leader_change_and_misses_nothing() {
+    let mut c = Cluster::new();
+    c.form(3);
+    // The reference stays connected to a follower throughout; the client under test watches the
+    // leader, loses it, and resumes on another member from the revision after its last event.
+    let leader = c.get("n1").status()["leader"].as_str().unwrap().to_string();
+    let follower = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != leader)
+        .unwrap();
+    let other = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != leader && *n != follower)
+        .unwrap();
+    let mut reference = Watch::start(c.get(follower), Some(1));
+    let mut w = Watch::start(c.get(&leader), Some(1));
+    w.expect("member_up", "n3");
+    c.get_mut(&leader).kill();
+    // Whatever the old leader's stream still delivered, up to its end.
+    while let Some(v) = w.lines.next(Duration::from_secs(5)) {
+        w.seen.push(v);
+    }
+    let last = *w.revisions().last().unwrap();
+    let mut again = Watch::start(c.get(other), Some(last + 1));
+    let down = again.expect("member_down", &leader);
+    let down_rev = down["revision"].as_u64().unwrap();
+    let new_leader = again
+        .seen
+        .iter()
+        .find(|v| v["event"] == "leader_changed" && v["name"] != leader.as_str())
+        .cloned();
+    assert!(new_leader.is_some(), "no new leader in {:#?}", again.seen);
+    reference.expect("member_down", &leader);
+
+    // Everything before the member_down, as the reconnecting client saw it in its two streams,
+    // is exactly what the reference saw: nothing missed, nothing twice.
+    let before = |vs: &[Value]| -> Vec<Value> {
+        vs.iter()
+            .filter(|v| v["revision"].as_u64().unwrap() < down_rev)
+            .cloned()
+            .collect()
+    };
+    let mut resumed = before(&w.seen);
+    resumed.extend(before(&again.seen));
+    assert_eq!(resumed, before(&reference.seen));
+    assert!(again.revisions().iter().all(|r| *r > last));
+}
