@@ -52,10 +52,12 @@ fn start_behind(c: &mut Cluster, net: &Net, i: usize) {
 }
 
 /// Starts n agents, each reached by its peers only through its own proxy, joined into a cluster;
-/// `net` may hold proxies for agents started later.
-fn behind_proxies(c: &mut Cluster, n: usize, net: &Net) {
+/// the net has proxies for `room` agents, so that more can start later.
+fn behind_proxies(n: usize, room: usize) -> (Cluster, Net) {
+    let mut c = Cluster::new();
+    let net = Net::new(room);
     for i in 0..n {
-        start_behind(c, net, i);
+        start_behind(&mut c, &net, i);
     }
     for i in 1..n {
         let out = c.agents[i].cli(&["cluster", "join", &net.proxies[0].addr]);
@@ -63,10 +65,12 @@ fn behind_proxies(c: &mut Cluster, n: usize, net: &Net) {
     }
     let n1 = c.get("n1");
     wait_until(WAIT, "every member up", || running(&n1.status()).len() == n);
+    (c, net)
 }
 
-/// Starts the writer on a thread, through `addrs` in turn.
-fn start_writer(addrs: Vec<String>) -> Writer {
+/// Starts the writer on a thread, through `agents` in turn.
+fn start_writer(agents: &[Agent]) -> Writer {
+    let addrs: Vec<String> = agents.iter().map(|a| a.addr.clone()).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
     let thread = {
@@ -102,6 +106,21 @@ impl Writer {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.join().unwrap();
         no_acknowledged_write_lost(c, &self.acked);
+    }
+}
+
+/// Brings every link back, then checks the outcome: every member in `names` converges, writes go
+/// on, every acknowledged write is on every member, and the write refused at `refused` (if any)
+/// is nowhere.
+fn heal_and_check(c: &Cluster, net: &Net, w: Writer, names: &[&str], refused: Option<&str>) {
+    net.heal();
+    converged(c, names);
+    w.wait_more(20, "writes after the heal");
+    w.finish(c);
+    let Some(key) = refused else { return };
+    for a in c.agents.iter().filter(|a| a.pid().is_some()) {
+        let out = a.cli(&["kv", "get", key, "--stale"]);
+        assert_eq!(out.err_code(), "key_not_found", "{} has {key}", a.name);
     }
 }
 
@@ -215,14 +234,12 @@ fn p00_the_net_cuts_one_direction_of_one_pair() {
 #[test]
 fn p01_a_cut_off_member_catches_up_and_no_acknowledged_write_is_lost() {
     // Only the links *into* the victim are cut (its own calls still go out).
-    let mut c = Cluster::new();
-    let net = Net::new(3);
-    behind_proxies(&mut c, 3, &net);
+    let (c, net) = behind_proxies(3, 3);
     let li = leader_index(&c, c.get("n1"));
     let vi = (li + 1) % 3;
     let victim = c.agents[vi].name.clone();
 
-    let w = start_writer(vec![c.agents[li].addr.clone()]);
+    let w = start_writer(&c.agents[li..=li]);
     w.wait_more(20, "writes before the cut");
     net.proxies[vi].cut();
     let l = &c.agents[li];
@@ -238,15 +255,8 @@ fn p01_a_cut_off_member_catches_up_and_no_acknowledged_write_is_lost() {
         "unavailable"
     );
 
-    net.heal();
-    converged(&c, &["n1", "n2", "n3"]);
-    w.wait_more(20, "writes after the heal");
-    w.finish(&c);
-    // The minority's refused write never appeared anywhere.
-    for a in &c.agents {
-        let out = a.cli(&["kv", "get", "from-the-minority", "--stale"]);
-        assert_eq!(out.err_code(), "key_not_found", "{}", a.name);
-    }
+    // The minority's refused write never appears anywhere.
+    heal_and_check(&c, &net, w, &["n1", "n2", "n3"], Some("from-the-minority"));
 }
 
 #[test]
@@ -255,30 +265,23 @@ fn p02_one_way_cuts_around_the_leader_lose_nothing() {
     // The leader loses its quorum and says so. Whether a follower can win an election depends on
     // whether the old leader's log got ahead of theirs meanwhile (then no one can, in any Raft);
     // either way, once the links return the cluster converges and no acknowledged write is lost.
-    let mut c = Cluster::new();
-    let net = Net::new(3);
-    behind_proxies(&mut c, 3, &net);
+    let (c, net) = behind_proxies(3, 3);
     let li = leader_index(&c, c.get("n1"));
-    let w = start_writer(c.agents.iter().map(|a| a.addr.clone()).collect());
+    let w = start_writer(&c.agents);
     w.wait_more(20, "writes before the cut");
     for i in (0..3).filter(|&i| i != li) {
         net.cut_one_way(li, i);
     }
     all_stale(&c, &[li]);
-    net.heal();
-    converged(&c, &["n1", "n2", "n3"]);
-    w.wait_more(20, "writes after the heal");
-    w.finish(&c);
+    heal_and_check(&c, &net, w, &["n1", "n2", "n3"], None);
 }
 
 #[test]
 fn p03_a_member_cut_off_from_both_others_comes_back_by_itself() {
     // t_autoheal: N3 loses both links, both ways. ekka rebooted N3 to heal; here the two others
     // go on, N3 refuses writes and membership changes, and rejoins once the links return.
-    let mut c = Cluster::new();
-    let net = Net::new(3);
-    behind_proxies(&mut c, 3, &net);
-    let w = start_writer(vec![c.agents[0].addr.clone(), c.agents[1].addr.clone()]);
+    let (c, net) = behind_proxies(3, 3);
+    let w = start_writer(&c.agents[..2]);
     w.wait_more(20, "writes before the cut");
 
     net.split(&[&[0, 1], &[2]]);
@@ -297,20 +300,15 @@ fn p03_a_member_cut_off_from_both_others_comes_back_by_itself() {
     let s = n3.status();
     assert_eq!(s["members"].as_array().unwrap().len(), 3, "{s}");
 
-    net.heal();
-    converged(&c, &["n1", "n2", "n3"]);
-    w.wait_more(20, "writes after the heal");
-    w.finish(&c);
+    heal_and_check(&c, &net, w, &["n1", "n2", "n3"], None);
 }
 
 #[test]
 fn p04_an_asymmetric_cut_of_four_members_converges() {
     // t_autoheal_asymm: N2-N1, N3-N1 and N4-N2 cut; N1-N4, N2-N3 and N3-N4 stay. Whichever
     // three are voters, two of them still reach each other: writes go on through the cut.
-    let mut c = Cluster::new();
-    let net = Net::new(4);
-    behind_proxies(&mut c, 4, &net);
-    let w = start_writer(c.agents.iter().map(|a| a.addr.clone()).collect());
+    let (c, net) = behind_proxies(4, 4);
+    let w = start_writer(&c.agents);
     w.wait_more(20, "writes before the cut");
 
     net.cut(1, 0);
@@ -324,20 +322,15 @@ fn p04_an_asymmetric_cut_of_four_members_converges() {
     });
     w.wait_more(50, "writes go on through the cut");
 
-    net.heal();
-    converged(&c, &["n1", "n2", "n3", "n4"]);
-    w.wait_more(20, "writes after the heal");
-    w.finish(&c);
+    heal_and_check(&c, &net, w, &["n1", "n2", "n3", "n4"], None);
 }
 
 #[test]
 fn p05_a_full_split_of_four_members_stops_writes_and_heals() {
     // t_autoheal_fullsplit: every link cut. No side has a quorum: every member marks its view
     // stale and refuses writes; ekka rebooted three of them, here the links coming back is enough.
-    let mut c = Cluster::new();
-    let net = Net::new(4);
-    behind_proxies(&mut c, 4, &net);
-    let w = start_writer(c.agents.iter().map(|a| a.addr.clone()).collect());
+    let (c, net) = behind_proxies(4, 4);
+    let w = start_writer(&c.agents);
     w.wait_more(20, "writes before the cut");
 
     net.split(&[&[0], &[1], &[2], &[3]]);
@@ -347,23 +340,15 @@ fn p05_a_full_split_of_four_members_stops_writes_and_heals() {
         assert_eq!(out.err_code(), "unavailable", "{}", a.name);
     }
 
-    net.heal();
-    converged(&c, &["n1", "n2", "n3", "n4"]);
-    w.wait_more(20, "writes after the heal");
-    w.finish(&c);
-    for a in &c.agents {
-        let out = a.cli(&["kv", "get", "in-the-split", "--stale"]);
-        assert_eq!(out.err_code(), "key_not_found", "{}", a.name);
-    }
+    let all = ["n1", "n2", "n3", "n4"];
+    heal_and_check(&c, &net, w, &all, Some("in-the-split"));
 }
 
 #[test]
 fn p06_a_three_way_split_of_five_members_heals() {
     // {n1, n2} | {n3, n4} | {n5}: no side holds three of the five voters.
-    let mut c = Cluster::new();
-    let net = Net::new(5);
-    behind_proxies(&mut c, 5, &net);
-    let w = start_writer(c.agents.iter().map(|a| a.addr.clone()).collect());
+    let (c, net) = behind_proxies(5, 5);
+    let w = start_writer(&c.agents);
     w.wait_more(20, "writes before the split");
 
     net.split(&[&[0, 1], &[2, 3], &[4]]);
@@ -371,10 +356,8 @@ fn p06_a_three_way_split_of_five_members_heals() {
     let out = c.agents[2].cli(&["kv", "put", "in-the-split", "x"]);
     assert_eq!(out.err_code(), "unavailable");
 
-    net.heal();
-    converged(&c, &["n1", "n2", "n3", "n4", "n5"]);
-    w.wait_more(20, "writes after the heal");
-    w.finish(&c);
+    let all = ["n1", "n2", "n3", "n4", "n5"];
+    heal_and_check(&c, &net, w, &all, Some("in-the-split"));
 }
 
 #[test]
@@ -382,10 +365,8 @@ fn p07_a_majority_reachable_with_one_dead_member_keeps_changing_membership() {
     // t_autoheal_majority_reachable: of five, n5 is killed and n1-n2 is cut. n1, n3, n4 (or
     // n2, n3, n4) still make a quorum, so writes and membership changes go on: n5 is removed and
     // a new n6 joins during the cut. Both outcomes are recorded and checked after the heal.
-    let mut c = Cluster::new();
-    let net = Net::new(6);
-    behind_proxies(&mut c, 5, &net);
-    let w = start_writer(c.agents[..4].iter().map(|a| a.addr.clone()).collect());
+    let (mut c, net) = behind_proxies(5, 6);
+    let w = start_writer(&c.agents[..4]);
     w.wait_more(20, "writes before the cut");
 
     c.agents[4].kill();
@@ -400,13 +381,10 @@ fn p07_a_majority_reachable_with_one_dead_member_keeps_changing_membership() {
     assert!(joined.ok().starts_with("joined "), "{joined:?}");
     w.wait_more(20, "writes after the membership changes");
 
-    net.heal();
     let live = ["n1", "n2", "n3", "n4", "n6"];
-    converged(&c, &live);
+    heal_and_check(&c, &net, w, &live, None);
     for a in c.agents.iter().filter(|a| live.contains(&a.name.as_str())) {
         let s = a.status();
         assert!(member(&s, "n5").is_none(), "{} still lists n5: {s}", a.name);
     }
-    w.wait_more(20, "writes after the heal");
-    w.finish(&c);
 }
