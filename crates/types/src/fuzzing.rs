@@ -29,10 +29,10 @@
 //! keys, and fencing tokens and compared revisions are drawn from the last few entries' revisions.
 //! Bytes past the end read as 0.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::check::{check_addr, check_name};
-use crate::command::{Command, RemoveReason, Request, Response};
+use crate::command::{op_revision, Command, RemoveReason, Request, Response};
 use crate::id::NodeId;
 use crate::kv::KvOp;
 use crate::limits::{
@@ -411,7 +411,7 @@ fn check_step(
             if !same_but_revision(&expected, after) {
                 return Err(format!("refused ({why}) but more than the leases changed"));
             }
-            check_data_revisions(before, after)
+            check_data_step(before, after, idx, !matches!(req.cmd, Command::Batch(_)))
         }
         Some(why) if !same_but_revision(before, after) => {
             Err(format!("refused ({why}) but the state changed"))
@@ -704,7 +704,12 @@ fn check_accepted(
             if after.members != before.members || after.events != before.events {
                 return Err("a data command changed the membership".into());
             }
-            check_data_revisions(before, after)?;
+            check_data_step(
+                before,
+                after,
+                after.revision,
+                !matches!(cmd, Command::Batch(_)),
+            )?;
         }
     }
     Ok(())
@@ -717,40 +722,81 @@ fn is_data(cmd: &Command) -> bool {
     )
 }
 
-/// A lock granted by this entry carries a fencing token newer than every revision before it, and
-/// no older than this entry; a hold kept across the entry keeps its owner. The same goes for the
-/// `mod_revision` of a key written by this entry.
-fn check_data_revisions(before: &ClusterState, after: &ClusterState) -> Result<(), String> {
-    let (lo, hi) = (before.data_revision(), after.data_revision());
-    for (res, l) in &after.locks.locks {
-        match before.locks.locks.get(res) {
-            Some(old) if old.token == l.token && old.owner != l.owner => {
-                return Err(format!(
-                    "lock {res:?} changed owner under token {}",
-                    l.token
-                ));
+/// Holder (owner, token) and line (owner, wait deadline: a waiter that left and came back is a
+/// new arrival) of each lock.
+type Locks = BTreeMap<String, ((String, u64), Vec<(String, u64)>)>;
+
+fn locks(st: &ClusterState) -> Locks {
+    st.locks
+        .locks
+        .iter()
+        .map(|(r, l)| {
+            let line = l
+                .waiters
+                .iter()
+                .map(|w| (w.owner.clone(), w.deadline_ms))
+                .collect();
+            (r.clone(), ((l.owner.clone(), l.token), line))
+        })
+        .collect()
+}
+
+/// Checks the lock and key-value rules of one step from `before` to `after` (at log index
+/// `idx`); `Err` names the broken rule. A new holder comes from a grant in this entry, with a
+/// token newer than the one before; the same owner keeps its token while its lease runs; lines
+/// are first come, first served; a written key gets a revision of this entry. `fifo`: also check
+/// the lines' order (not across a batch, where one owner may leave and rejoin with an identical
+/// deadline). Shared by this module's checker and the seeded test `tests/data_fuzz.rs`.
+pub fn check_data_step(
+    before: &ClusterState,
+    after: &ClusterState,
+    idx: u64,
+    fifo: bool,
+) -> Result<(), String> {
+    after.check_invariants()?;
+    if after.clock_ms < before.clock_ms {
+        return Err("the clock went back".into());
+    }
+    let (b, a) = (locks(before), locks(after));
+    let floor = op_revision(idx, 0);
+    for (r, ((owner, token), line)) in &a {
+        match b.get(r) {
+            Some(((o0, t0), line0)) => {
+                if (owner, token) != (o0, t0) {
+                    // A new holder comes from a grant in this entry.
+                    if *token <= *t0 || *token < floor {
+                        return Err(format!("{r}: token {token} after {t0} at entry {idx}"));
+                    }
+                    // The same owner keeps its token while its lease runs (re-entrant).
+                    let lease_ran = before.locks.locks[r].expires_ms > after.clock_ms;
+                    if owner == o0 && lease_ran && fifo {
+                        return Err(format!("{r}: {owner} re-acquired with a new token"));
+                    }
+                    // A waiter is served only when everyone ahead of it has left the line.
+                    if let Some(p) = line0.iter().position(|w| w.0 == *owner) {
+                        if fifo && line0[..p].iter().any(|w| line.contains(w)) {
+                            return Err(format!("{r}: {owner} served ahead of {line0:?}"));
+                        }
+                    }
+                }
+                // First come, first served: those still waiting keep their order, and newcomers
+                // join at the end.
+                let kept: Vec<_> = line0.iter().filter(|w| line.contains(w)).collect();
+                let prefix: Vec<_> = line.iter().take(kept.len()).collect();
+                if fifo && kept != prefix {
+                    return Err(format!("{r}: line {line0:?} became {line:?}"));
+                }
             }
-            Some(old) if old.token == l.token => {}
-            _ if l.token <= lo || l.token > hi => {
-                return Err(format!(
-                    "lock {res:?} granted with token {} outside ({lo}, {hi}]",
-                    l.token
-                ));
+            None if *token < floor => {
+                return Err(format!("{r}: new hold with old token {token}"));
             }
-            _ => {}
+            None => {}
         }
     }
-    for (key, e) in &after.kv.entries {
-        let written = before
-            .kv
-            .entries
-            .get(key)
-            .is_none_or(|old| old.mod_revision != e.mod_revision);
-        if written && (e.mod_revision <= lo || e.mod_revision > hi) {
-            return Err(format!(
-                "key {key:?} written at {} outside ({lo}, {hi}]",
-                e.mod_revision
-            ));
+    for (k, e) in &after.kv.entries {
+        let changed = before.kv.entries.get(k) != Some(e);
+        if changed && e.mod_revision < floor {
+            return Err(format!("{k}: changed with revision {}", e.mod_revision));
         }
     }
     Ok(())
@@ -946,15 +992,16 @@ mod tests {
         let before = run(&boot_bytes());
         let after = run(&data);
         assert_eq!(after.locks.locks["r1"].owner, "o1");
-        check_data_revisions(&before, &after).unwrap();
+        let idx = after.revision;
+        check_data_step(&before, &after, idx, true).unwrap();
         let mut forged = after.clone();
         forged.locks.locks.get_mut("r1").unwrap().token = before.data_revision();
-        let e = check_data_revisions(&before, &forged).unwrap_err();
-        assert!(e.contains("outside"), "{e}");
+        let e = check_data_step(&before, &forged, idx, true).unwrap_err();
+        assert!(e.contains("new hold with old token"), "{e}");
         let mut thief = after.clone();
         thief.locks.locks.get_mut("r1").unwrap().owner = "o2".into();
-        let e = check_data_revisions(&after, &thief).unwrap_err();
-        assert!(e.contains("changed owner"), "{e}");
+        let e = check_data_step(&after, &thief, idx, true).unwrap_err();
+        assert!(e.contains("r1: token"), "{e}");
     }
 
     #[test]

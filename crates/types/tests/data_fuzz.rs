@@ -5,11 +5,10 @@
 //!
 //! Rerun a failure with `EKKA_FUZZ_SEED=<seed> cargo test -p ekka-types --test data_fuzz`.
 
-use std::collections::BTreeMap;
-
+use ekka_types::fuzzing::check_data_step;
 use ekka_types::kv::KvOp;
 use ekka_types::lock::LockOp;
-use ekka_types::{op_revision, ClusterState, Command, Outcome, Request};
+use ekka_types::{ClusterState, Command, Outcome, Request};
 
 const CASES: usize = 300;
 const STEPS: usize = 300;
@@ -63,78 +62,6 @@ fn op(s: &mut u64) -> Command {
             value: Some(b"c".to_vec()),
         }),
     }
-}
-
-/// Holder (owner, token) and line (owner, wait deadline: a waiter that left and came back is a
-/// new arrival) of each lock.
-type Locks = BTreeMap<String, ((String, u64), Vec<(String, u64)>)>;
-
-fn locks(st: &ClusterState) -> Locks {
-    st.locks
-        .locks
-        .iter()
-        .map(|(r, l)| {
-            let line = l
-                .waiters
-                .iter()
-                .map(|w| (w.owner.clone(), w.deadline_ms))
-                .collect();
-            (r.clone(), ((l.owner.clone(), l.token), line))
-        })
-        .collect()
-}
-
-/// Checks one step from `before` to `after` (at log index `idx`); `Err` names the broken rule.
-/// `fifo`: also check the lines' order (not across a batch, where one owner may leave and rejoin
-/// with an identical deadline).
-fn check(before: &ClusterState, after: &ClusterState, idx: u64, fifo: bool) -> Result<(), String> {
-    after.check_invariants()?;
-    if after.clock_ms < before.clock_ms {
-        return Err("the clock went back".into());
-    }
-    let (b, a) = (locks(before), locks(after));
-    let floor = op_revision(idx, 0);
-    for (r, ((owner, token), line)) in &a {
-        match b.get(r) {
-            Some(((o0, t0), line0)) => {
-                if (owner, token) != (o0, t0) {
-                    // A new holder comes from a grant in this entry.
-                    if *token <= *t0 || *token < floor {
-                        return Err(format!("{r}: token {token} after {t0} at entry {idx}"));
-                    }
-                    // The same owner keeps its token while its lease runs (re-entrant).
-                    let lease_ran = before.locks.locks[r].expires_ms > after.clock_ms;
-                    if owner == o0 && lease_ran && fifo {
-                        return Err(format!("{r}: {owner} re-acquired with a new token"));
-                    }
-                    // A waiter is served only when everyone ahead of it has left the line.
-                    if let Some(p) = line0.iter().position(|w| w.0 == *owner) {
-                        if fifo && line0[..p].iter().any(|w| line.contains(w)) {
-                            return Err(format!("{r}: {owner} served ahead of {line0:?}"));
-                        }
-                    }
-                }
-                // First come, first served: those still waiting keep their order, and newcomers
-                // join at the end.
-                let kept: Vec<_> = line0.iter().filter(|w| line.contains(w)).collect();
-                let prefix: Vec<_> = line.iter().take(kept.len()).collect();
-                if fifo && kept != prefix {
-                    return Err(format!("{r}: line {line0:?} became {line:?}"));
-                }
-            }
-            None if *token < floor => {
-                return Err(format!("{r}: new hold with old token {token}"));
-            }
-            None => {}
-        }
-    }
-    for (k, e) in &after.kv.entries {
-        let changed = before.kv.entries.get(k) != Some(e);
-        if changed && e.mod_revision < floor {
-            return Err(format!("{k}: changed with revision {}", e.mod_revision));
-        }
-    }
-    Ok(())
 }
 
 #[test]
@@ -196,7 +123,7 @@ fn seeded_random_lock_and_key_sequences_keep_the_rules() {
                     grants += 1;
                 }
             }
-            if let Err(e) = check(&before, &st, idx, fifo) {
+            if let Err(e) = check_data_step(&before, &st, idx, fifo) {
                 panic!("seed {seed} case {case} step {step}: {e}");
             }
             assert_eq!(
