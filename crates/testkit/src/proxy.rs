@@ -94,12 +94,9 @@ fn source_agent(peer: SocketAddr, local: SocketAddr, pids: &[Option<u32>]) -> Op
 }
 
 impl Proxy {
-    /// Listens on 127.0.0.1:0; forwards to the target set with [`Proxy::set_target`].
-    pub fn start() -> Proxy {
-        Proxy::start_with(Pids::default())
-    }
-
-    fn start_with(pids: Pids) -> Proxy {
+    /// Listens on 127.0.0.1:0; forwards to the target set with [`Proxy::set_target`], telling
+    /// connecting agents apart by `pids`.
+    fn start(pids: Pids) -> Proxy {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let local = l.local_addr().unwrap();
         let target = Arc::new(Mutex::new(String::new()));
@@ -178,7 +175,7 @@ pub struct Net {
 impl Net {
     pub fn new(n: usize) -> Net {
         let pids: Pids = Arc::new(Mutex::new(vec![None; n]));
-        let proxies = (0..n).map(|_| Proxy::start_with(pids.clone())).collect();
+        let proxies = (0..n).map(|_| Proxy::start(pids.clone())).collect();
         Net { proxies, pids }
     }
 
