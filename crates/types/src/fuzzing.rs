@@ -222,8 +222,8 @@ fn value(b: u8) -> Vec<u8> {
 }
 
 /// Kind byte (`% 8`: 0..=3 acquire, 4 and 5 renew, 6 release, 7 abandon), resource, owner, then
-/// one parameter byte:
-/// ttl and wait for an acquire, else the token or revision (see [`recent_revision`]).
+/// one parameter byte: ttl and wait for an acquire, else the token or revision (see
+/// [`recent_revision`]).
 fn lock_op(b: &mut Bytes, idx: u64) -> Command {
     let kind = b.next();
     let resource = RESOURCES[usize::from(b.next() % 4)].to_string();
@@ -317,8 +317,10 @@ fn apply_entry(st: &mut ClusterState, idx: u64, entry: &Entry) -> Option<Respons
 ///
 /// - [`ClusterState::check_invariants`] holds (one member per name, voters within `max_voters`, ...);
 /// - the revision never decreases, and equals the index of every entry after the revision;
-/// - a stale entry (at or below a non-zero revision) is refused and changes nothing at all;
-/// - a refused command and a blank entry change nothing but the revision;
+/// - a stale entry ([`ClusterState::is_replay`]) is refused and changes nothing at all;
+/// - a refused command and a blank entry change nothing but the revision (a refused lock or
+///   key-value command may also move leases, as time does);
+/// - every lock and key-value step keeps the rules of [`check_data_step`];
 /// - an accepted command did what it says, touched no other member, and had valid arguments;
 /// - events stay ordered, and new ones carry the entry's index;
 /// - a second state fed the same entries in lockstep stays equal, responses included.
