@@ -14,8 +14,8 @@
 //! |------------|----------------|------------------------------------------|
 //! | 0          | `Bootstrap`    | cluster id, id, name, addr, max_voters   |
 //! | 1, 2       | `AddMember`    | id, name, addr                           |
-//! | 3          | `Lock`         | see [`data_op`]                          |
-//! | 4          | a data command | kind (`Kv`, `ExpireLocks`, `SetAutoclean`, `Batch`), see [`data_op`] |
+//! | 3          | `Lock`         | see `data_op`                          |
+//! | 4          | a data command | kind (`Kv`, `ExpireLocks`, `SetAutoclean`, `Batch`), see `data_op` |
 //! | 5, 6       | `MarkUp`       | id, addr (none when the byte is ≥ 128)   |
 //! | 7          | `MarkDown`     | id                                       |
 //! | 8          | `MarkLeaving`  | id                                       |
