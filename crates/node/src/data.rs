@@ -108,19 +108,28 @@ impl Inner {
             }
         };
         valid.map_err(crate::error::from_reject)?;
-        let payload = to_payload(&cmd)?;
+        // Only one of the two paths runs; the command is encoded only when it is forwarded.
+        let slot = Mutex::new(Some(cmd));
+        let take = || slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         let me = self.clone();
         let reply = self
             .via_leader(
                 forwarded,
                 |core| async move {
+                    let cmd = take().ok_or_else(|| internal("the command was taken twice"))?;
                     me.check_quorum(&core)?;
                     if matches!(cmd, Command::SetAutoclean { .. }) {
                         return me.propose_on(&core, cmd).await.map(Reply::Local);
                     }
                     me.submit(cmd).await.map(Reply::Local)
                 },
-                |mut p| async move { p.forward(payload).await.map(|r| r.map(Reply::Remote)) },
+                |mut p| async move {
+                    let payload = take()
+                        .ok_or_else(|| internal("the command was taken twice"))
+                        .and_then(|cmd| to_payload(&cmd))
+                        .map_err(|e| tonic::Status::internal(e.message))?;
+                    p.forward(payload).await.map(|r| r.map(Reply::Remote))
+                },
             )
             .await?;
         reply.into_value()

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ekka_proto::pb::peer_client::PeerClient;
 use ekka_proto::pb::{RaftPayload, SnapshotChunk};
 use ekka_proto::{CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, PAYLOAD_VERSION};
-use ekka_store::{NodeId, SharedState, TypeConfig};
+use ekka_store::{LogStore, NodeId, SharedState, TypeConfig};
 use ekka_types::limits::{MAX_RPC_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
@@ -152,6 +152,8 @@ impl Transport {
 pub struct Network {
     pub transport: Transport,
     pub state: SharedState,
+    /// This node's log: a follower's answer counts only once the leader's own copy is durable.
+    pub log: LogStore,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -163,6 +165,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             fallback_addr: node.addr.clone(),
             transport: self.transport.clone(),
             state: self.state.clone(),
+            log: self.log.clone(),
         }
     }
 }
@@ -173,6 +176,7 @@ pub struct PeerConn {
     fallback_addr: String,
     transport: Transport,
     state: SharedState,
+    log: LogStore,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
@@ -250,6 +254,14 @@ impl PeerConn {
     }
 }
 
+/// The last log index an AppendEntries request covers: its last entry, or the entry before them.
+pub(crate) fn append_upto(rpc: &AppendEntriesRequest<TypeConfig>) -> Option<u64> {
+    rpc.entries
+        .last()
+        .map(|e| e.log_id.index)
+        .or(rpc.prev_log_id.map(|l| l.index))
+}
+
 fn payload<T: Serialize, E: std::error::Error>(v: &T) -> Result<RaftPayload, RpcErr<E>> {
     let data = serde_json::to_vec(v).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
     Ok(RaftPayload {
@@ -264,9 +276,21 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let upto = append_upto(&rpc);
         let mut c = self.client()?;
         let p = payload(&rpc)?;
-        self.unary(&option, c.append_entries(p)).await
+        let resp = self.unary(&option, c.append_entries(p)).await?;
+        // The leader reports its appends to openraft before they are flushed (see
+        // `ekka_store::LogStore`), so this answer may count toward a commit only once the
+        // leader's own copy of what it covers is durable. The flush ran while the request
+        // travelled, so this rarely waits.
+        if let Some(i) = upto {
+            self.log
+                .wait_durable(i)
+                .await
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        }
+        Ok(resp)
     }
 
     /// Not used: [`PeerConn::full_snapshot`] streams whole snapshots instead of openraft's

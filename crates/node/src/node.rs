@@ -55,6 +55,8 @@ pub(crate) struct Core {
     pub node_id: NodeId,
     pub state: SharedState,
     pub applied: watch::Receiver<u64>,
+    /// The log, for waiting until appended entries are durable.
+    pub log: ekka_store::LogStore,
 }
 
 enum Reset {
@@ -137,8 +139,9 @@ pub(crate) async fn build_core(
     let net = Network {
         transport: transport.clone(),
         state: state.clone(),
+        log: log.clone(),
     };
-    let raft = Raft::new(node_id, raft_config.clone(), net, log, sm)
+    let raft = Raft::new(node_id, raft_config.clone(), net, log.clone(), sm)
         .await
         .map_err(internal)?;
     Ok(Arc::new(Core {
@@ -146,6 +149,7 @@ pub(crate) async fn build_core(
         node_id,
         state,
         applied,
+        log,
     }))
 }
 

@@ -151,7 +151,17 @@ impl Peer for PeerSvc {
         self.check_cluster(&req)?;
         let p = req.into_inner();
         let rpc: AppendEntriesRequest<TypeConfig> = decode(p.version, &p.data)?;
-        let res = self.inner.core().raft.append_entries(rpc).await;
+        let upto = crate::network::append_upto(&rpc);
+        let core = self.inner.core();
+        let res = core.raft.append_entries(rpc).await;
+        // openraft answers once the entries are written, before they are flushed (see
+        // `ekka_store::LogStore`); the leader may count the answer, so it waits for the flush.
+        if let (Ok(_), Some(i)) = (&res, upto) {
+            core.log
+                .wait_durable(i)
+                .await
+                .map_err(|e| Status::internal(format!("the log could not be flushed: {e}")))?;
+        }
         encode(&res)
     }
 

@@ -264,8 +264,9 @@ impl DataDir {
     /// New openraft store handles over this dir's db. Call again after a [`DataDir::reset`]; the
     /// state machine starts from the persisted snapshot, if any.
     pub fn open_stores(&self) -> Result<(LogStore, StateMachineStore), StoreError> {
-        let log = LogStore::open(&self.db).map_err(|e| self.db_err(e))?;
-        let sm = StateMachineStore::open(&self.db).map_err(|e| self.corrupt(e))?;
+        let flusher = crate::flusher::Flusher::start(&self.db).map_err(|e| self.db_err(e))?;
+        let log = LogStore::open(&self.db, flusher).map_err(|e| self.db_err(e))?;
+        let sm = StateMachineStore::open(&self.db, log.clone()).map_err(|e| self.corrupt(e))?;
         Ok((log, sm))
     }
 

@@ -6,12 +6,14 @@
 //! - [`StateMachineStore`]: `RaftStateMachine` over an in-memory `ClusterState`, persisted as
 //!   snapshots; openraft replays the committed entries after the snapshot at startup.
 //!
-//! Durability: every acknowledged write is flushed with sled's `flush`, which survives the
+//! Durability: every acknowledged write is flushed with sled's `flush` (on one flusher thread per
+//! data dir, which serves all flushes waiting at once with one), which survives the
 //! process being killed. sled 0.34 flushes with `sync_file_range`, not `fsync` (sled #1452), so a
 //! power loss may still lose recent writes; quorum replication covers that.
 
 mod data_dir;
 mod error;
+mod flusher;
 mod log_store;
 mod state_machine;
 

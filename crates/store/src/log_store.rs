@@ -6,11 +6,22 @@
 //! in the order openraft issued them; every write says below whether it is flushed before
 //! returning (or before openraft is told it is done).
 //!
-//! `append` writes the entries (readable at once), flushes, and only then reports them to openraft.
+//! `append` writes the entries (readable at once), asks for a flush and reports them to openraft
+//! at once, without waiting for the flush: the flush runs while the entries are replicated, as
+//! the Raft thesis (section 10.2.1) allows and etcd does. What keeps an unflushed entry from
+//! counting is [`LogStore::wait_durable`], which three places await before they let an entry
+//! count: a follower before it answers an AppendEntries (`server.rs`), the leader before it
+//! hands a follower's answer to openraft (`network.rs`), and the state machine before it applies
+//! (which covers a one-voter cluster, whose leader commits alone). So every entry counted toward
+//! a commit is durable where it was counted, as before; only the leader's flush no longer
+//! delays replication. openraft 0.9 awaits the append callback before it sends the entries to
+//! any follower, so an in-order callback after the flush put two flushes one after the other on
+//! every write.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ekka_types::limits::MAX_ENTRY_BYTES;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -21,6 +32,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::data_dir::{TREE_LOG, TREE_RAFT};
+use crate::flusher::Flusher;
 use crate::{NodeId, TypeConfig};
 
 /// Keys in the `raft` tree.
@@ -35,11 +47,13 @@ pub struct LogStore {
 }
 
 struct Inner {
-    db: sled::Db,
+    flusher: Flusher,
     raft: sled::Tree,
     log: sled::Tree,
     /// All write I/O is serialized (openraft's rule).
     write: tokio::sync::Mutex<()>,
+    /// Appends not known to be durable yet: last index -> (first index, flush request).
+    unflushed: Mutex<BTreeMap<u64, (u64, u64)>>,
 }
 
 fn io_err(e: impl std::error::Error + 'static) -> AnyError {
@@ -72,13 +86,14 @@ fn idx_key(i: u64) -> [u8; 8] {
 }
 
 impl LogStore {
-    pub(crate) fn open(db: &sled::Db) -> Result<LogStore, String> {
+    pub(crate) fn open(db: &sled::Db, flusher: Flusher) -> Result<LogStore, String> {
         let store = LogStore {
             inner: Arc::new(Inner {
-                db: db.clone(),
+                flusher,
                 raft: db.open_tree(TREE_RAFT).map_err(|e| e.to_string())?,
                 log: db.open_tree(TREE_LOG).map_err(|e| e.to_string())?,
                 write: tokio::sync::Mutex::new(()),
+                unflushed: Mutex::new(BTreeMap::new()),
             }),
         };
         // A purge persists its purge point before deleting; finish one a crash interrupted.
@@ -116,7 +131,7 @@ impl LogStore {
     async fn put<T: Serialize>(&self, k: &[u8], v: &T) -> Result<(), AnyError> {
         self.inner.raft.insert(k, encode(v)?).map_err(io_err)?;
         // Flushed before returning.
-        self.inner.db.flush_async().await.map_err(io_err)?;
+        self.inner.flusher.flush().await.map_err(io_err)?;
         Ok(())
     }
 
@@ -138,35 +153,73 @@ impl LogStore {
         &self,
         entries: impl IntoIterator<Item = Entry<TypeConfig>>,
     ) -> Result<(), StorageError<NodeId>> {
-        self.write_entries(entries)
-            .await?
+        let seq = self.write_entries(entries).await?;
+        self.inner
+            .flusher
+            .wait(seq)
+            .await
             .map_err(|e| StorageIOError::write_logs(io_err(e)).into())
     }
 
-    /// Writes a batch (readable on return) and flushes it; the outer error is a write failure,
-    /// the inner one a flush failure (what the openraft callback reports).
-    async fn write_entries(
+    /// The flusher this store's db shares with the state machine.
+    pub(crate) fn flusher(&self) -> &Flusher {
+        &self.inner.flusher
+    }
+
+    /// Returns once the entry at `index`, and every entry before it, is durable (at once when it
+    /// already is, or when this store holds no such entry). See the module docs for who calls it.
+    pub async fn wait_durable(&self, index: u64) -> std::io::Result<()> {
+        let seq = {
+            let m = self
+                .inner
+                .unflushed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            // Appends are contiguous and numbered in order, so waiting for the one holding
+            // `index` covers every earlier one too.
+            m.range(index..)
+                .next()
+                .filter(|(_, (first, _))| *first <= index)
+                .map(|(_, (_, seq))| *seq)
+        };
+        match seq {
+            Some(seq) => self.inner.flusher.wait(seq).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Writes a batch (readable on return) and asks for its flush; returns the flush request
+    /// to wait on.
+    pub(crate) async fn write_entries(
         &self,
         entries: impl IntoIterator<Item = Entry<TypeConfig>>,
-    ) -> Result<Result<(), std::io::Error>, StorageError<NodeId>> {
+    ) -> Result<u64, StorageError<NodeId>> {
         let _w = self.inner.write.lock().await;
         let mut batch = sled::Batch::default();
+        let mut span: Option<(u64, u64)> = None;
         for e in entries {
             let v = encode(&e).map_err(|err| StorageIOError::write_log_entry(e.log_id, err))?;
             batch.insert(&idx_key(e.log_id.index), v);
+            let i = e.log_id.index;
+            span = Some(span.map_or((i, i), |(first, _)| (first, i)));
         }
         self.inner
             .log
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
-        // Readable now; durable after this flush, and only then acknowledged. openraft 0.9
-        // replicates an entry only once the leader reports it flushed, so the flush is on every
-        // write's path; it runs on sled's I/O threads so that the runtime's thread goes on
-        // serving the network meanwhile (the agent runs on one runtime thread). Concurrent
-        // client writes already share one entry (the node's batcher), and a follower appends
-        // whole batches.
-        let r = self.inner.db.flush_async().await;
-        Ok(r.map(|_| ()).map_err(std::io::Error::other))
+        // The flush runs on the flusher thread, so the runtime's thread goes on serving the
+        // network meanwhile (the agent runs on one runtime thread).
+        let seq = self.inner.flusher.request();
+        if let Some((first, last)) = span {
+            let mut m = self
+                .inner
+                .unflushed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            m.retain(|_, (_, s)| !self.inner.flusher.is_durable(*s));
+            m.insert(last, (first, seq));
+        }
+        Ok(seq)
     }
 }
 
@@ -268,8 +321,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let r = self.write_entries(entries).await?;
-        callback.log_io_completed(r);
+        self.write_entries(entries).await?;
+        // Reported before the flush ends: see the module docs.
+        callback.log_io_completed(Ok(()));
         Ok(())
     }
 
@@ -291,10 +345,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // Flushed before returning.
         self.inner
-            .db
-            .flush_async()
+            .flusher
+            .flush()
             .await
             .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
+        // Everything written so far is durable now, the appends before the cut included.
+        self.inner
+            .unflushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         Ok(())
     }
 
@@ -308,5 +368,80 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.delete_up_to(log_id.index)
             .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn blank(index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, LogStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .flush_every_ms(None)
+            .open()
+            .unwrap();
+        let log = LogStore::open(&db, Flusher::start(&db).unwrap()).unwrap();
+        (dir, log)
+    }
+
+    #[tokio::test]
+    async fn wait_durable_waits_for_the_flush_of_the_append_holding_the_index() {
+        let (_dir, log) = open();
+        let first = log.write_entries((1..=3).map(blank)).await.unwrap();
+        let second = log.write_entries((4..=5).map(blank)).await.unwrap();
+        assert!(second > first);
+
+        log.wait_durable(2).await.unwrap();
+        assert!(
+            log.flusher().is_durable(first),
+            "entry 2's append is flushed"
+        );
+
+        log.wait_durable(5).await.unwrap();
+        assert!(
+            log.flusher().is_durable(second),
+            "entry 5's append is flushed"
+        );
+
+        // Past the end, or already durable: no wait, nothing left to track after the next write.
+        log.wait_durable(99).await.unwrap();
+        let third = log.write_entries([blank(6)]).await.unwrap();
+        let tracked: Vec<u64> = log
+            .inner
+            .unflushed
+            .lock()
+            .unwrap()
+            .keys()
+            .copied()
+            .collect();
+        assert_eq!(
+            tracked,
+            vec![6],
+            "durable appends are dropped from the table"
+        );
+        log.wait_durable(6).await.unwrap();
+        assert!(log.flusher().is_durable(third));
+    }
+
+    #[tokio::test]
+    async fn a_truncate_flushes_and_forgets_the_appends_it_covers() {
+        let (_dir, mut log) = open();
+        log.write_entries((1..=4).map(blank)).await.unwrap();
+        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 3))
+            .await
+            .unwrap();
+        assert!(log.inner.unflushed.lock().unwrap().is_empty());
+        let left = log.try_get_log_entries(1..10).await.unwrap();
+        assert_eq!(left.len(), 2);
     }
 }

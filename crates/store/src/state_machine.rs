@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::data_dir::TREE_SM;
+use crate::log_store::LogStore;
 use crate::{NodeId, TypeConfig};
 
 /// The cluster state shared with the node (read-only outside this crate by convention).
@@ -54,7 +55,8 @@ pub struct StateMachineStore {
     /// Changed together with `state`, under its write lock.
     applied: Arc<Mutex<Applied>>,
     revision: Arc<watch::Sender<u64>>,
-    db: sled::Db,
+    /// The log of the same db: its flusher, and what the state machine waits for before applying.
+    log: LogStore,
     sm: sled::Tree,
     /// Serializes snapshot writes (a build's and an install's).
     snapshot_write: Arc<tokio::sync::Mutex<()>>,
@@ -99,7 +101,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl StateMachineStore {
     /// Opens the state machine, starting from the persisted snapshot if there is one.
-    pub(crate) fn open(db: &sled::Db) -> Result<StateMachineStore, String> {
+    pub(crate) fn open(db: &sled::Db, log: LogStore) -> Result<StateMachineStore, String> {
         let sm = db.open_tree(TREE_SM).map_err(|e| e.to_string())?;
         let mut applied = Applied::default();
         let mut state = ClusterState::default();
@@ -117,7 +119,7 @@ impl StateMachineStore {
             state: Arc::new(RwLock::new(state)),
             applied: Arc::new(Mutex::new(applied)),
             revision: Arc::new(tx),
-            db: db.clone(),
+            log,
             sm,
             snapshot_write: Arc::new(tokio::sync::Mutex::new(())),
             snapshot_seq: Arc::new(AtomicU64::new(u64::from(rand::random::<u32>()) << 16)),
@@ -180,7 +182,7 @@ impl StateMachineStore {
         b.insert(K_SNAP_DATA, data);
         self.sm.apply_batch(b).map_err(err)?;
         // Flushed before returning: a snapshot is persisted before the state machine moves on.
-        self.db.flush_async().await.map_err(err)?;
+        self.log.flusher().flush().await.map_err(err)?;
         Ok(true)
     }
 }
@@ -241,6 +243,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        if let Some(last) = entries.last() {
+            // Nothing becomes visible before it is durable here. With more than one voter a
+            // committed entry already is (see `LogStore`); a one-voter leader commits alone, so
+            // this is where its writes wait for their flush.
+            self.log
+                .wait_durable(last.log_id.index)
+                .await
+                .map_err(|e| StorageIOError::apply(last.log_id, err(e)))?;
+        }
         let mut out = Vec::new();
         let revision = {
             let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
@@ -357,13 +369,35 @@ mod tests {
     #[tokio::test]
     async fn a_persisted_snapshot_is_never_replaced_by_an_older_one() {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let sm = StateMachineStore::open(&db).unwrap();
+        let flusher = crate::flusher::Flusher::start(&db).unwrap();
+        let log = LogStore::open(&db, flusher).unwrap();
+        let sm = StateMachineStore::open(&db, log).unwrap();
         assert!(sm.save_snapshot(&meta(5), b"five").await.unwrap());
         // A build that took its view before an install of index 5 finished.
         assert!(!sm.save_snapshot(&meta(3), b"three").await.unwrap());
         assert!(sm.save_snapshot(&meta(5), b"five again").await.unwrap());
         assert_eq!(sm.persisted_last_log_id().unwrap(), meta(5).last_log_id);
         assert_eq!(sm.sm.get(K_SNAP_DATA).unwrap().unwrap(), b"five again");
+    }
+
+    #[tokio::test]
+    async fn apply_waits_until_the_entries_are_durable() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let log = LogStore::open(&db, crate::flusher::Flusher::start(&db).unwrap()).unwrap();
+        let mut sm = StateMachineStore::open(&db, log.clone()).unwrap();
+        for index in 1..=20 {
+            let e = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Blank,
+            };
+            // Written, not yet known flushed: what an append reports to openraft.
+            let seq = log.write_entries([e.clone()]).await.unwrap();
+            sm.apply([e]).await.unwrap();
+            assert!(
+                log.flusher().is_durable(seq),
+                "entry {index} applied unflushed"
+            );
+        }
     }
 
     #[test]
