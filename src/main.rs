@@ -17,9 +17,9 @@ fn main() {
         .init();
     // One runtime thread: a write crosses many tasks (gRPC streams, the batcher, openraft's core
     // and replication), and on a thread of its own each hop is a plain poll instead of waking
-    // another thread. Disk flushes run on sled's I/O threads. On the 2-core bench machine this
-    // raised lock and put throughput at 16 and 64 clients by 14-56 % in same-day runs
-    // (bench/results/2026-11-25-issue-5.md).
+    // another thread. Disk flushes run on the store's ekka-flush thread. On the 2-core bench
+    // machine this raised lock and put throughput at 16 and 64 clients by 14-56 % in same-day
+    // runs (bench/results/2026-11-25-issue-5.md).
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

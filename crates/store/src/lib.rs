@@ -7,8 +7,9 @@
 //!   snapshots; openraft replays the committed entries after the snapshot at startup.
 //!
 //! Durability: every acknowledged write is flushed with sled's `flush` (on one flusher thread per
-//! data dir, which serves all flushes waiting at once with one), which survives the
-//! process being killed. sled 0.34 flushes with `sync_file_range`, not `fsync` (sled #1452), so a
+//! data dir, which serves all flushes waiting at once with one), which survives the process
+//! being killed. A log entry counts toward a commit, and is applied, only once it is flushed
+//! (see [`LogStore`]). sled 0.34 flushes with `sync_file_range`, not `fsync` (sled #1452), so a
 //! power loss may still lose recent writes; quorum replication covers that.
 
 mod data_dir;
