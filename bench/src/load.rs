@@ -28,16 +28,24 @@ pub struct LoadResult {
     pub secs: f64,
     /// Latencies of the successful operations, ms.
     pub lat: Vec<f64>,
+    /// CPU time the servers used over the measured time, seconds.
+    pub server_cpu: f64,
 }
 
 impl LoadResult {
     pub fn per_sec(&self) -> f64 {
         self.ops as f64 / self.secs
     }
+
+    /// Server CPU per operation, microseconds: the cost of one operation to the whole cluster.
+    pub fn cpu_us_per_op(&self) -> f64 {
+        self.server_cpu * 1e6 / self.ops.max(1) as f64
+    }
 }
 
-/// Runs `clients` loops of `op(client index)` for `secs` after a warm-up of a tenth of it.
-pub async fn run<F, Fut>(clients: usize, secs: f64, op: F) -> LoadResult
+/// Runs `clients` loops of `op(client index)` for `secs` after a warm-up of a tenth of it, and
+/// the CPU time the `servers` (pids) used meanwhile.
+pub async fn run<F, Fut>(clients: usize, secs: f64, servers: &[u32], op: F) -> LoadResult
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<()>> + Send,
@@ -65,11 +73,21 @@ where
             (lat, errors)
         });
     }
+    let cpu = || {
+        servers
+            .iter()
+            .map(|&p| crate::proc::cpu_secs(p))
+            .sum::<f64>()
+    };
+    tokio::time::sleep_until((t0 + warm).into()).await;
+    let cpu0 = cpu();
+    tokio::time::sleep_until((t0 + total).into()).await;
     let mut r = LoadResult {
         ops: 0,
         errors: 0,
         secs,
         lat: Vec::new(),
+        server_cpu: cpu() - cpu0,
     };
     while let Some(Ok((lat, errors))) = tasks.join_next().await {
         r.ops += lat.len();
@@ -134,9 +152,10 @@ impl EtcdGrpc {
 }
 
 /// The four workloads, for one system.
+/// Each with the pids of its servers, whose CPU time is reported.
 pub enum Target {
-    Ekka(Vec<Client>),
-    Etcd(Vec<(EtcdGrpc, i64)>),
+    Ekka(Vec<Client>, Vec<u32>),
+    Etcd(Vec<(EtcdGrpc, i64)>, Vec<u32>),
 }
 
 const VALUE: [u8; 256] = [b'v'; 256];
@@ -149,9 +168,9 @@ impl Target {
     /// One lock acquire + release per operation, each client on its own lock.
     pub async fn locks(&self, clients: usize, secs: f64) -> LoadResult {
         match self {
-            Target::Ekka(cs) => {
+            Target::Ekka(cs, pids) => {
                 let cs = cs.clone();
-                run(clients, secs, move |i| {
+                run(clients, secs, pids, move |i| {
                     let c = cs[i % cs.len()].clone();
                     async move {
                         let res = format!("lock-{i}");
@@ -164,9 +183,9 @@ impl Target {
                 })
                 .await
             }
-            Target::Etcd(cs) => {
+            Target::Etcd(cs, pids) => {
                 let cs = cs.clone();
-                run(clients, secs, move |i| {
+                run(clients, secs, pids, move |i| {
                     let (c, lease) = cs[i % cs.len()].clone();
                     async move {
                         let k = c.lock(format!("lock-{i}").as_bytes(), lease).await?;
@@ -185,14 +204,14 @@ impl Target {
         while t0.elapsed().as_secs_f64() < secs {
             let start = Instant::now();
             match self {
-                Target::Ekka(cs) => {
+                Target::Ekka(cs, _) => {
                     let g = cs[0]
                         .lock_acquire("solo", "solo", Duration::from_secs(10), Duration::ZERO)
                         .await?;
                     lat.push(ms(start.elapsed()));
                     cs[0].lock_release("solo", g.token).await?;
                 }
-                Target::Etcd(cs) => {
+                Target::Etcd(cs, _) => {
                     let (c, lease) = &cs[0];
                     let k = c.lock(b"solo", *lease).await?;
                     lat.push(ms(start.elapsed()));
@@ -206,9 +225,9 @@ impl Target {
     /// One put of an 8-byte key and a 256-byte value per operation, each client on its own key.
     pub async fn puts(&self, clients: usize, secs: f64) -> LoadResult {
         match self {
-            Target::Ekka(cs) => {
+            Target::Ekka(cs, pids) => {
                 let cs = cs.clone();
-                run(clients, secs, move |i| {
+                run(clients, secs, pids, move |i| {
                     let c = cs[i % cs.len()].clone();
                     async move {
                         c.kv_put(&key(i), VALUE.to_vec()).await?;
@@ -217,9 +236,9 @@ impl Target {
                 })
                 .await
             }
-            Target::Etcd(cs) => {
+            Target::Etcd(cs, pids) => {
                 let cs = cs.clone();
-                run(clients, secs, move |i| {
+                run(clients, secs, pids, move |i| {
                     let (c, _) = cs[i % cs.len()].clone();
                     async move { c.put(key(i).as_bytes(), &VALUE).await }
                 })
@@ -229,15 +248,24 @@ impl Target {
     }
 }
 
-/// One line per result: throughput, p50, p99, errors.
-pub fn report(what: &str, r: &LoadResult) -> f64 {
+/// The throughput ratio ekka/etcd, and the ratio of the servers' CPU per operation.
+pub fn ratios(what: &str, clients: usize, ours: &LoadResult, theirs: &LoadResult) {
     println!(
-        "{what}: {:.0} ops/s  p50 {:.2} ms  p99 {:.2} ms  ({} ops, {} errors)",
+        "ratio ekka/etcd {what} throughput, {clients} clients: {:.2}  (servers' CPU per op: {:.2})",
+        ours.per_sec() / theirs.per_sec(),
+        ours.cpu_us_per_op() / theirs.cpu_us_per_op()
+    );
+}
+
+/// One line per result: throughput, p50, p99, errors, the servers' CPU per operation.
+pub fn report(what: &str, r: &LoadResult) {
+    println!(
+        "{what}: {:.0} ops/s  p50 {:.2} ms  p99 {:.2} ms  ({} ops, {} errors)  servers' CPU {:.0} us/op",
         r.per_sec(),
         pct(&r.lat, 0.5),
         pct(&r.lat, 0.99),
         r.ops,
-        r.errors
+        r.errors,
+        r.cpu_us_per_op()
     );
-    r.per_sec()
 }

@@ -582,7 +582,7 @@ async fn bench_data(etcd: Option<&etcd::Etcd>, secs: f64, clients: &[usize]) -> 
     let ekka_clients: Vec<Client> = (0..4)
         .map(|_| Client::new(&laddr, COOKIE))
         .collect::<Result<_, _>>()?;
-    let ekka = load::Target::Ekka(ekka_clients);
+    let ekka = load::Target::Ekka(ekka_clients, agents.iter().map(|a| a.pid()).collect());
     let etcd = match etcd {
         Some(e) => {
             let ep = e.leader_endpoint()?;
@@ -597,7 +597,7 @@ async fn bench_data(etcd: Option<&etcd::Etcd>, secs: f64, clients: &[usize]) -> 
                 let lease = c.lease_grant(3600).await?;
                 cs.push((c, lease));
             }
-            Some(load::Target::Etcd(cs))
+            Some(load::Target::Etcd(cs, e.pids()))
         }
         None => None,
     };
@@ -613,33 +613,25 @@ async fn bench_data(etcd: Option<&etcd::Etcd>, secs: f64, clients: &[usize]) -> 
         );
     }
     for &clients in clients {
-        let ours = load::report(
+        let ours = ekka.locks(clients, secs).await;
+        load::report(
             &format!("ekka locks  clients={clients:<2} (acquire+release)"),
-            &ekka.locks(clients, secs).await,
+            &ours,
         );
         if let Some(e) = &etcd {
-            let theirs = load::report(
+            let theirs = e.locks(clients, secs).await;
+            load::report(
                 &format!("etcd locks  clients={clients:<2} (lock+unlock)"),
-                &e.locks(clients, secs).await,
+                &theirs,
             );
-            println!(
-                "ratio ekka/etcd lock throughput, {clients} clients: {:.2}",
-                ours / theirs
-            );
+            load::ratios("lock", clients, &ours, &theirs);
         }
-        let ours = load::report(
-            &format!("ekka puts   clients={clients:<2}"),
-            &ekka.puts(clients, secs).await,
-        );
+        let ours = ekka.puts(clients, secs).await;
+        load::report(&format!("ekka puts   clients={clients:<2}"), &ours);
         if let Some(e) = &etcd {
-            let theirs = load::report(
-                &format!("etcd puts   clients={clients:<2}"),
-                &e.puts(clients, secs).await,
-            );
-            println!(
-                "ratio ekka/etcd put throughput, {clients} clients: {:.2}",
-                ours / theirs
-            );
+            let theirs = e.puts(clients, secs).await;
+            load::report(&format!("etcd puts   clients={clients:<2}"), &theirs);
+            load::ratios("put", clients, &ours, &theirs);
         }
     }
     Ok(())
