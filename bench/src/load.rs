@@ -30,6 +30,8 @@ pub struct LoadResult {
     pub lat: Vec<f64>,
     /// CPU time the servers used over the measured time, seconds.
     pub server_cpu: f64,
+    /// CPU time this process (the clients) used meanwhile, seconds.
+    pub client_cpu: f64,
 }
 
 impl LoadResult {
@@ -79,8 +81,9 @@ where
             .map(|&p| crate::proc::cpu_secs(p))
             .sum::<f64>()
     };
+    let me = std::process::id();
     tokio::time::sleep_until((t0 + warm).into()).await;
-    let cpu0 = cpu();
+    let (cpu0, mine0) = (cpu(), crate::proc::cpu_secs(me));
     tokio::time::sleep_until((t0 + total).into()).await;
     let mut r = LoadResult {
         ops: 0,
@@ -88,6 +91,7 @@ where
         secs,
         lat: Vec::new(),
         server_cpu: cpu() - cpu0,
+        client_cpu: crate::proc::cpu_secs(me) - mine0,
     };
     while let Some(Ok((lat, errors))) = tasks.join_next().await {
         r.ops += lat.len();
@@ -260,12 +264,13 @@ pub fn ratios(what: &str, clients: usize, ours: &LoadResult, theirs: &LoadResult
 /// One line per result: throughput, p50, p99, errors, the servers' CPU per operation.
 pub fn report(what: &str, r: &LoadResult) {
     println!(
-        "{what}: {:.0} ops/s  p50 {:.2} ms  p99 {:.2} ms  ({} ops, {} errors)  servers' CPU {:.0} us/op",
+        "{what}: {:.0} ops/s  p50 {:.2} ms  p99 {:.2} ms  ({} ops, {} errors)  CPU per op: servers {:.0} us, client {:.0} us",
         r.per_sec(),
         pct(&r.lat, 0.5),
         pct(&r.lat, 0.99),
         r.ops,
         r.errors,
-        r.cpu_us_per_op()
+        r.cpu_us_per_op(),
+        r.client_cpu * 1e6 / r.ops.max(1) as f64
     );
 }

@@ -476,7 +476,7 @@ impl<T: serde::de::DeserializeOwned> Reply<T> {
     fn into_value(self) -> Result<T, ApiError> {
         match self {
             Reply::Local(r) => Ok(r),
-            Reply::Remote(p) => serde_json::from_slice(&p.data)
+            Reply::Remote(p) => ekka_types::codec::decode(&p.data)
                 .map_err(|e| internal(format!("unreadable answer from the leader: {e}"))),
         }
     }
@@ -494,11 +494,12 @@ fn kv_compacted(from: u64, st: &ClusterState) -> ApiError {
     )
 }
 
-/// A value as a versioned JSON payload: a forwarded command or read, and the leader's answer.
+/// A value as a versioned payload (`ekka_types::codec`): a forwarded command or read, and the
+/// leader's answer.
 pub(crate) fn to_payload<T: Serialize>(v: &T) -> Result<pb::RaftPayload, ApiError> {
     Ok(pb::RaftPayload {
         version: ekka_proto::PAYLOAD_VERSION,
-        data: serde_json::to_vec(v).map_err(internal)?,
+        data: ekka_types::codec::encode(v).map_err(internal)?,
     })
 }
 

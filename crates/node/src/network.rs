@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 
 use ekka_proto::pb::peer_client::PeerClient;
 use ekka_proto::pb::{RaftPayload, SnapshotChunk};
-use ekka_proto::{CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, PAYLOAD_VERSION};
+use ekka_proto::{
+    CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, MIN_PAYLOAD_VERSION, PAYLOAD_VERSION,
+};
 use ekka_store::{LogStore, NodeId, SharedState, TypeConfig};
+use ekka_types::codec;
 use ekka_types::limits::{MAX_RPC_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
@@ -198,14 +201,14 @@ impl PeerConn {
         &self,
         payload: RaftPayload,
     ) -> Result<T, RpcErr<E>> {
-        if payload.version != PAYLOAD_VERSION {
+        if !(MIN_PAYLOAD_VERSION..=PAYLOAD_VERSION).contains(&payload.version) {
             return Err(RPCError::Network(NetworkError::new(&Msg(format!(
-                "payload version {} is not {PAYLOAD_VERSION}",
+                "payload version {} is not one of {MIN_PAYLOAD_VERSION}..={PAYLOAD_VERSION}",
                 payload.version
             )))));
         }
-        let res: Result<T, RaftError<NodeId, E>> = serde_json::from_slice(&payload.data)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let res: Result<T, RaftError<NodeId, E>> =
+            codec::decode(&payload.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         self.transport.record_ok(self.target);
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
@@ -263,7 +266,7 @@ pub(crate) fn append_upto(rpc: &AppendEntriesRequest<TypeConfig>) -> Option<u64>
 }
 
 fn payload<T: Serialize, E: std::error::Error>(v: &T) -> Result<RaftPayload, RpcErr<E>> {
-    let data = serde_json::to_vec(v).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+    let data = codec::encode(v).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
     Ok(RaftPayload {
         version: PAYLOAD_VERSION,
         data,
@@ -279,11 +282,15 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         let upto = append_upto(&rpc);
         let mut c = self.client()?;
         let p = payload(&rpc)?;
+        // The leader's flush of these entries runs while they travel (see `ekka_store::LogStore`).
+        if let Some(i) = upto {
+            self.log.request_durable(i);
+        }
         let resp = self.unary(&option, c.append_entries(p)).await?;
         // The leader reports its appends to openraft before they are flushed (see
         // `ekka_store::LogStore`), so this answer may count toward a commit only once the
-        // leader's own copy of what it covers is durable. The flush ran while the request
-        // travelled, so this rarely waits.
+        // leader's own copy of what it covers is durable. The flush asked for above ran while
+        // the request travelled, so this rarely waits.
         if let Some(i) = upto {
             self.log
                 .wait_durable(i)
@@ -320,7 +327,7 @@ impl RaftNetwork<TypeConfig> for PeerConn {
             .transport
             .peer(&self.addr(), false)
             .map_err(|e| StreamingError::Unreachable(Unreachable::new(&Msg(e))))?;
-        let meta = serde_json::to_vec(&(&vote, &snapshot.meta)).map_err(|e| net(&e))?;
+        let meta = codec::encode(&(&vote, &snapshot.meta)).map_err(|e| net(&e))?;
         let data = snapshot.snapshot.into_inner();
         let total = data.len() as u64;
         let step = SNAPSHOT_CHUNK_BYTES as usize;
@@ -366,11 +373,11 @@ impl RaftNetwork<TypeConfig> for PeerConn {
             }
             Ok(Ok(r)) => r.into_inner(),
         };
-        if payload.version != PAYLOAD_VERSION {
+        if !(MIN_PAYLOAD_VERSION..=PAYLOAD_VERSION).contains(&payload.version) {
             return Err(net(&format!("payload version {}", payload.version)));
         }
         let res: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
-            serde_json::from_slice(&payload.data).map_err(|e| net(&e))?;
+            codec::decode(&payload.data).map_err(|e| net(&e))?;
         self.transport.record_ok(self.target);
         res.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
     }

@@ -6,8 +6,11 @@ use std::sync::Arc;
 use ekka_proto::pb::cluster_server::{Cluster, ClusterServer};
 use ekka_proto::pb::peer_server::{Peer, PeerServer};
 use ekka_proto::pb::{self, RaftPayload, SnapshotChunk};
-use ekka_proto::{CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, PAYLOAD_VERSION};
+use ekka_proto::{
+    CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, MIN_PAYLOAD_VERSION, PAYLOAD_VERSION,
+};
 use ekka_store::{NodeId, TypeConfig};
+use ekka_types::codec;
 use ekka_types::limits::{MAX_RPC_MESSAGE_BYTES, MAX_SNAPSHOT_BYTES};
 use ekka_types::{fmt_id, parse_id, ApiError, Command, ErrorCode, KvEntry, KvOp, LockOp, Outcome};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
@@ -121,17 +124,17 @@ impl PeerSvc {
 
 #[allow(clippy::result_large_err)]
 fn decode<T: serde::de::DeserializeOwned>(version: u32, data: &[u8]) -> Result<T, Status> {
-    if version != PAYLOAD_VERSION {
+    if !(MIN_PAYLOAD_VERSION..=PAYLOAD_VERSION).contains(&version) {
         return Err(Status::invalid_argument(format!(
-            "payload version {version} is not {PAYLOAD_VERSION}"
+            "payload version {version} is not one of {MIN_PAYLOAD_VERSION}..={PAYLOAD_VERSION}"
         )));
     }
-    serde_json::from_slice(data).map_err(|e| Status::invalid_argument(format!("bad payload: {e}")))
+    codec::decode(data).map_err(|e| Status::invalid_argument(format!("bad payload: {e}")))
 }
 
 #[allow(clippy::result_large_err)]
 fn encode<T: Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
-    let data = serde_json::to_vec(v).map_err(|e| Status::internal(e.to_string()))?;
+    let data = codec::encode(v).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(RaftPayload {
         version: PAYLOAD_VERSION,
         data,

@@ -25,8 +25,12 @@ pub const FORWARDED_HEADER: &str = "x-ekka-forwarded";
 /// The cookie used when none is configured; agents started with it log a warning.
 pub const DEFAULT_COOKIE: &str = "ekka-default-cookie";
 
-/// Version of the JSON payload inside `RaftPayload` and `SnapshotChunk`.
-pub const PAYLOAD_VERSION: u32 = 1;
+/// Version of the payload encoding inside `RaftPayload` and `SnapshotChunk`, as sent: 2 is
+/// `ekka_types::codec` (MessagePack). Version 1 was JSON, which members still read.
+pub const PAYLOAD_VERSION: u32 = 2;
+
+/// The oldest payload version a member reads.
+pub const MIN_PAYLOAD_VERSION: u32 = 1;
 
 /// A protobuf message that does not convert to an ekka type.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 //! |--------|--------------------------------------------------|
 //! | `meta` | `format`, `node_id`, `cluster_id`, `resetting`   |
 //! | `raft` | `vote`, `committed`, `last_purged`               |
-//! | `log`  | entry index (u64 BE) → serde_json `Entry`        |
+//! | `log`  | entry index (u64 BE) → `Entry` (`ekka_types::codec`) |
 //! | `sm`   | `snapshot_meta`, `snapshot_data` (the last one)  |
 //!
 //! Crash safety: the first open writes the marker as "initializing", creates the db with its

@@ -1,14 +1,17 @@
 //! `LogStore`: openraft's log storage (storage-v2) on sled: entries, vote, committed, last purged.
 //!
-//! Entries are serde_json in the `log` tree under their index (u64 big-endian), checked against
+//! Entries are in `ekka_types::codec`'s format (MessagePack; data dirs written before it hold
+//! JSON, which still reads) in the `log` tree under their index (u64 big-endian), checked against
 //! [`MAX_ENTRY_BYTES`] when written and when read. The vote, the committed log id and the last
 //! purged log id are in the `raft` tree. All writes go through one async mutex, so they reach sled
 //! in the order openraft issued them; every write says below whether it is flushed before
 //! returning (or before openraft is told it is done).
 //!
-//! `append` writes the entries (readable at once), asks for a flush and reports them to openraft
-//! at once, without waiting for the flush: the flush runs while the entries are replicated, as
-//! the Raft thesis (section 10.2.1) allows and etcd does. What keeps an unflushed entry from
+//! `append` writes the entries (readable at once) and reports them to openraft at once, without
+//! flushing them: the leader asks for the flush as it sends the entries to followers
+//! ([`LogStore::request_durable`], `network.rs`), so it runs while they travel, as the Raft thesis
+//! (section 10.2.1) allows and etcd does, and one flush covers every append made since the last
+//! send. What keeps an unflushed entry from
 //! counting is [`LogStore::wait_durable`], which three places await before they let an entry
 //! count: a follower before it answers an AppendEntries (`server.rs`), the leader before it
 //! hands a follower's answer to openraft (`network.rs`), and the state machine before it applies
@@ -23,6 +26,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex};
 
+use ekka_types::codec;
 use ekka_types::limits::MAX_ENTRY_BYTES;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -61,7 +65,7 @@ fn io_err(e: impl std::error::Error + 'static) -> AnyError {
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, AnyError> {
-    let b = serde_json::to_vec(v).map_err(io_err)?;
+    let b = codec::encode(v).map_err(io_err)?;
     if b.len() > MAX_ENTRY_BYTES {
         return Err(AnyError::error(format!(
             "record of {} bytes is over the {MAX_ENTRY_BYTES} limit",
@@ -78,7 +82,7 @@ fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, AnyError> {
             b.len()
         )));
     }
-    serde_json::from_slice(b).map_err(io_err)
+    codec::decode(b).map_err(io_err)
 }
 
 fn idx_key(i: u64) -> [u8; 8] {
@@ -166,30 +170,41 @@ impl LogStore {
         &self.inner.flusher
     }
 
+    /// The flush request number of the append holding `index`, if it may not be durable yet.
+    fn unflushed_seq(&self, index: u64) -> Option<u64> {
+        let m = self
+            .inner
+            .unflushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Appends are contiguous and numbered in order, so the number of the one holding
+        // `index` covers every earlier one too.
+        m.range(index..)
+            .next()
+            .filter(|(_, (first, _))| *first <= index)
+            .map(|(_, (_, seq))| *seq)
+    }
+
+    /// Asks for a flush of the entry at `index` and every entry before it, without waiting: the
+    /// leader calls it as it sends entries, so its flush runs while they travel.
+    pub fn request_durable(&self, index: u64) {
+        if let Some(seq) = self.unflushed_seq(index) {
+            self.inner.flusher.request(seq);
+        }
+    }
+
     /// Returns once the entry at `index`, and every entry before it, is durable (at once when it
-    /// already is, or when this store holds no such entry). See the module docs for who calls it.
+    /// already is, or when this store holds no such entry), asking for the flush if nobody has
+    /// yet. See the module docs for who calls it.
     pub async fn wait_durable(&self, index: u64) -> std::io::Result<()> {
-        let seq = {
-            let m = self
-                .inner
-                .unflushed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            // Appends are contiguous and numbered in order, so waiting for the one holding
-            // `index` covers every earlier one too.
-            m.range(index..)
-                .next()
-                .filter(|(_, (first, _))| *first <= index)
-                .map(|(_, (_, seq))| *seq)
-        };
-        match seq {
+        match self.unflushed_seq(index) {
             Some(seq) => self.inner.flusher.wait(seq).await,
             None => Ok(()),
         }
     }
 
-    /// Writes a batch (readable on return) and asks for its flush; returns the flush request
-    /// to wait on.
+    /// Writes a batch (readable on return) and numbers it for the flusher, without asking for a
+    /// flush; returns the number to wait on.
     pub(crate) async fn write_entries(
         &self,
         entries: impl IntoIterator<Item = Entry<TypeConfig>>,
@@ -207,9 +222,9 @@ impl LogStore {
             .log
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
-        // The flush runs on the flusher thread, so the runtime's thread goes on serving the
-        // network meanwhile (the agent runs on one runtime thread).
-        let seq = self.inner.flusher.request();
+        // Flushed later, on the flusher thread, once someone needs it durable (see the module
+        // docs); the runtime's thread goes on serving the network meanwhile.
+        let seq = self.inner.flusher.note();
         if let Some((first, last)) = span {
             let mut m = self
                 .inner
@@ -431,6 +446,37 @@ mod tests {
         );
         log.wait_durable(6).await.unwrap();
         assert!(log.flusher().is_durable(third));
+    }
+
+    #[tokio::test]
+    async fn request_durable_starts_the_flush_without_waiting() {
+        let (_dir, log) = open();
+        let seq = log.write_entries((1..=3).map(blank)).await.unwrap();
+        // Asks and returns; nobody waits, yet the flush happens.
+        log.request_durable(2);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !log.flusher().is_durable(seq) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the requested flush never ran"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        // A flush covers every write numbered before it started, asked for or not.
+        let a = log.write_entries((4..=5).map(blank)).await.unwrap();
+        let b = log.write_entries([blank(6)]).await.unwrap();
+        log.wait_durable(6).await.unwrap();
+        assert!(log.flusher().is_durable(a) && log.flusher().is_durable(b));
+    }
+
+    #[tokio::test]
+    async fn entries_written_as_json_by_older_versions_still_read() {
+        let (_dir, mut log) = open();
+        let old = serde_json::to_vec(&blank(1)).unwrap();
+        log.inner.log.insert(idx_key(1), old).unwrap();
+        log.write_entries([blank(2)]).await.unwrap();
+        let got = log.try_get_log_entries(1..=2).await.unwrap();
+        assert_eq!(got, vec![blank(1), blank(2)]);
     }
 
     #[tokio::test]

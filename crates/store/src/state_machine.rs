@@ -2,7 +2,8 @@
 //! the last snapshot is persisted in sled, and openraft replays committed entries after it on
 //! restart (the log store saves `committed`).
 //!
-//! A snapshot is the serde_json of [`SnapshotBody`]: last applied log id, last Raft membership
+//! A snapshot is [`SnapshotBody`] in `ekka_types::codec`'s format (JSON in data dirs written
+//! before it, which still reads): last applied log id, last Raft membership
 //! and the whole `ClusterState`. It is persisted (flushed) before a build returns and before an
 //! install changes the in-memory state, and a persisted snapshot is never replaced by an older
 //! one (a build runs concurrently with an install).
@@ -11,6 +12,7 @@ use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use ekka_types::codec;
 use ekka_types::limits::MAX_SNAPSHOT_BYTES;
 use ekka_types::{ClusterState, Command, Request, Response};
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -77,7 +79,7 @@ fn decode_body(data: &[u8]) -> Result<SnapshotBody, String> {
         ));
     }
     let body: SnapshotBody =
-        serde_json::from_slice(data).map_err(|e| format!("unreadable snapshot: {e}"))?;
+        codec::decode(data).map_err(|e| format!("unreadable snapshot: {e}"))?;
     body.state
         .check_invariants()
         .map_err(|e| format!("snapshot breaks an invariant: {e}"))?;
@@ -85,7 +87,7 @@ fn decode_body(data: &[u8]) -> Result<SnapshotBody, String> {
 }
 
 fn encode_body(body: &SnapshotBody) -> Result<Vec<u8>, AnyError> {
-    let data = serde_json::to_vec(body).map_err(err)?;
+    let data = codec::encode(body).map_err(err)?;
     if data.len() > MAX_SNAPSHOT_BYTES {
         return Err(AnyError::error(format!(
             "snapshot of {} bytes is over the {MAX_SNAPSHOT_BYTES} limit",
@@ -140,7 +142,7 @@ impl StateMachineStore {
         let Some(meta) = self.sm.get(K_SNAP_META).map_err(err)? else {
             return Ok(None);
         };
-        let meta: SnapshotMeta<NodeId, BasicNode> = serde_json::from_slice(&meta).map_err(err)?;
+        let meta: SnapshotMeta<NodeId, BasicNode> = codec::decode(&meta).map_err(err)?;
         let Some(data) = self.sm.get(K_SNAP_DATA).map_err(err)? else {
             return Err(AnyError::error("the snapshot has meta but no data"));
         };
@@ -162,7 +164,7 @@ impl StateMachineStore {
         let Some(meta) = self.sm.get(K_SNAP_META).map_err(err)? else {
             return Ok(None);
         };
-        let meta: SnapshotMeta<NodeId, BasicNode> = serde_json::from_slice(&meta).map_err(err)?;
+        let meta: SnapshotMeta<NodeId, BasicNode> = codec::decode(&meta).map_err(err)?;
         Ok(meta.last_log_id)
     }
 
@@ -178,7 +180,7 @@ impl StateMachineStore {
             return Ok(false);
         }
         let mut b = sled::Batch::default();
-        b.insert(K_SNAP_META, serde_json::to_vec(meta).map_err(err)?);
+        b.insert(K_SNAP_META, codec::encode(meta).map_err(err)?);
         b.insert(K_SNAP_DATA, data);
         self.sm.apply_batch(b).map_err(err)?;
         // Flushed before returning: a snapshot is persisted before the state machine moves on.

@@ -277,35 +277,73 @@ impl KvSpace {
     }
 }
 
-/// Bytes as base64 in JSON (the log, snapshots and forwarded requests).
+/// Bytes: base64 in human-readable formats (JSON: snapshots, forwarded requests, old log
+/// entries), raw bytes in binary ones (the log, Raft messages).
 mod b64 {
     use base64::Engine;
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+        if s.is_human_readable() {
+            s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+        } else {
+            s.serialize_bytes(v)
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(s.as_bytes())
-            .map_err(serde::de::Error::custom)
+        if d.is_human_readable() {
+            let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            base64::engine::general_purpose::STANDARD
+                .decode(s.as_bytes())
+                .map_err(serde::de::Error::custom)
+        } else {
+            d.deserialize_byte_buf(BytesVisitor)
+        }
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(a.size_hint().unwrap_or(0).min(4096));
+            while let Some(b) = a.next_element()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
     }
 }
 
 mod b64_opt {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    #[derive(Serialize, Deserialize)]
-    struct W(#[serde(with = "super::b64")] Vec<u8>);
+    #[derive(Serialize)]
+    struct Ref<'a>(#[serde(with = "super::b64")] &'a Vec<u8>);
+
+    #[derive(Deserialize)]
+    struct Owned(#[serde(with = "super::b64")] Vec<u8>);
 
     pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        v.as_ref().map(|b| W(b.clone())).serialize(s)
+        v.as_ref().map(Ref).serialize(s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
+        Ok(Option::<Owned>::deserialize(d)?.map(|w| w.0))
     }
 }
 
