@@ -209,19 +209,27 @@ impl LogStore {
         &self,
         entries: impl IntoIterator<Item = Entry<TypeConfig>>,
     ) -> Result<u64, StorageError<NodeId>> {
-        let _w = self.inner.write.lock().await;
-        let mut batch = sled::Batch::default();
-        let mut span: Option<(u64, u64)> = None;
+        // Encoded first, so an entry that cannot be stored leaves the log as it was.
+        let mut encoded: Vec<(LogId<NodeId>, Vec<u8>)> = Vec::new();
         for e in entries {
             let v = encode(&e).map_err(|err| StorageIOError::write_log_entry(e.log_id, err))?;
-            batch.insert(&idx_key(e.log_id.index), v);
-            let i = e.log_id.index;
-            span = Some(span.map_or((i, i), |(first, _)| (first, i)));
+            encoded.push((e.log_id, v));
         }
-        self.inner
-            .log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
+        let span = match (encoded.first(), encoded.last()) {
+            (Some((first, _)), Some((last, _))) => Some((first.index, last.index)),
+            _ => None,
+        };
+        let _w = self.inner.write.lock().await;
+        for (log_id, v) in encoded {
+            // One insert per entry, not a `sled::Batch`: sled seals and writes its I/O buffer
+            // (a pool job, a wake-up of every idle pool thread and a `sync_file_range`) before and
+            // after every batch. Inserts reach sled's log in order and a crash keeps a prefix of
+            // them, so the log never gets a hole, as with the removes of `truncate`.
+            self.inner
+                .log
+                .insert(idx_key(log_id.index), v)
+                .map_err(|err| StorageIOError::write_log_entry(log_id, io_err(err)))?;
+        }
         // Flushed later, on the flusher thread, once someone needs it durable (see the module
         // docs); the runtime's thread goes on serving the network meanwhile.
         let seq = self.inner.flusher.note();
@@ -467,6 +475,25 @@ mod tests {
         let b = log.write_entries([blank(6)]).await.unwrap();
         log.wait_durable(6).await.unwrap();
         assert!(log.flusher().is_durable(a) && log.flusher().is_durable(b));
+    }
+
+    #[tokio::test]
+    async fn an_append_with_an_entry_too_big_to_store_writes_nothing() {
+        let (_dir, mut log) = open();
+        let huge = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 2),
+            payload: EntryPayload::Normal(ekka_types::Request {
+                now_ms: 0,
+                cmd: ekka_types::Command::Kv(ekka_types::KvOp::Put {
+                    key: "k".into(),
+                    value: vec![0; MAX_ENTRY_BYTES],
+                }),
+            }),
+        };
+        let err = log.write_entries([blank(1), huge]).await.unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
+        assert!(log.try_get_log_entries(0..10).await.unwrap().is_empty());
+        assert!(log.inner.unflushed.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
