@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use ekka_proto::pb::peer_client::PeerClient;
 use ekka_proto::pb::{RaftPayload, SnapshotChunk};
 use ekka_proto::{
-    CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, MIN_PAYLOAD_VERSION, PAYLOAD_VERSION,
+    payload_version_readable, CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, MIN_PAYLOAD_VERSION,
+    PAYLOAD_VERSION,
 };
 use ekka_store::{LogStore, NodeId, SharedState, TypeConfig};
 use ekka_types::codec;
@@ -201,7 +202,7 @@ impl PeerConn {
         &self,
         payload: RaftPayload,
     ) -> Result<T, RpcErr<E>> {
-        if !(MIN_PAYLOAD_VERSION..=PAYLOAD_VERSION).contains(&payload.version) {
+        if !payload_version_readable(payload.version) {
             return Err(RPCError::Network(NetworkError::new(&Msg(format!(
                 "payload version {} is not one of {MIN_PAYLOAD_VERSION}..={PAYLOAD_VERSION}",
                 payload.version
@@ -373,7 +374,7 @@ impl RaftNetwork<TypeConfig> for PeerConn {
             }
             Ok(Ok(r)) => r.into_inner(),
         };
-        if !(MIN_PAYLOAD_VERSION..=PAYLOAD_VERSION).contains(&payload.version) {
+        if !payload_version_readable(payload.version) {
             return Err(net(&format!("payload version {}", payload.version)));
         }
         let res: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =

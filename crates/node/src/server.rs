@@ -7,7 +7,8 @@ use ekka_proto::pb::cluster_server::{Cluster, ClusterServer};
 use ekka_proto::pb::peer_server::{Peer, PeerServer};
 use ekka_proto::pb::{self, RaftPayload, SnapshotChunk};
 use ekka_proto::{
-    CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, MIN_PAYLOAD_VERSION, PAYLOAD_VERSION,
+    payload_version_readable, CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, MIN_PAYLOAD_VERSION,
+    PAYLOAD_VERSION,
 };
 use ekka_store::{NodeId, TypeConfig};
 use ekka_types::codec;
@@ -124,7 +125,7 @@ impl PeerSvc {
 
 #[allow(clippy::result_large_err)]
 fn decode<T: serde::de::DeserializeOwned>(version: u32, data: &[u8]) -> Result<T, Status> {
-    if !(MIN_PAYLOAD_VERSION..=PAYLOAD_VERSION).contains(&version) {
+    if !payload_version_readable(version) {
         return Err(Status::invalid_argument(format!(
             "payload version {version} is not one of {MIN_PAYLOAD_VERSION}..={PAYLOAD_VERSION}"
         )));

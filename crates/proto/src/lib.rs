@@ -32,6 +32,11 @@ pub const PAYLOAD_VERSION: u32 = 2;
 /// The oldest payload version a member reads.
 pub const MIN_PAYLOAD_VERSION: u32 = 1;
 
+/// Whether a member reads payloads of `version`.
+pub fn payload_version_readable(version: u32) -> bool {
+    (MIN_PAYLOAD_VERSION..=PAYLOAD_VERSION).contains(&version)
+}
+
 /// A protobuf message that does not convert to an ekka type.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProtoError {

@@ -56,7 +56,7 @@ struct Inner {
     log: sled::Tree,
     /// All write I/O is serialized (openraft's rule).
     write: tokio::sync::Mutex<()>,
-    /// Appends not known to be durable yet: last index -> (first index, flush request).
+    /// Appends not known to be durable yet: last index -> (first index, flusher write number).
     unflushed: Mutex<BTreeMap<u64, (u64, u64)>>,
 }
 
@@ -170,7 +170,7 @@ impl LogStore {
         &self.inner.flusher
     }
 
-    /// The flush request number of the append holding `index`, if it may not be durable yet.
+    /// The flusher's write number of the append holding `index`, if it may not be durable yet.
     fn unflushed_seq(&self, index: u64) -> Option<u64> {
         let m = self
             .inner
