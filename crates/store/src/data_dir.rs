@@ -1,7 +1,8 @@
 //! `DataDir`: an exclusively locked ekka data dir holding the node's identity and its sled db.
 //!
-//! Layout: `EKKA_DATA` (marker), `LOCK` (flock held while open), `db/` (sled). sled trees, all
-//! integer keys and values big-endian:
+//! Layout: `EKKA_DATA` (marker), `LOCK` (flock held while open), `ACKED` (the durable-index
+//! watermark, `watermark.rs`), `CLEAN` (present only between a clean close and the next open,
+//! `check.rs`), `db/` (sled). sled trees, all integer keys and values big-endian:
 //!
 //! | tree   | keys                                             |
 //! |--------|--------------------------------------------------|
@@ -15,19 +16,28 @@
 //! rename), so an interrupted first open is finished by the next one instead of being refused. A
 //! reset records its intent (with the new node id) before wiping anything and is finished by the
 //! next open if it was interrupted.
+//!
+//! Durability: every flush here is sled's flush followed by a device sync of its files
+//! (`sync.rs`). Damage: a complete dir is checked before sled opens it (`check.rs`) and refused,
+//! unchanged, when its bytes changed or its log is shorter than what it had made durable.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fs2::FileExt;
 use rand::Rng;
 use tracing::{info, warn};
 
+use crate::check;
 use crate::error::StoreError;
+use crate::flusher::flush_durably;
 use crate::log_store::LogStore;
 use crate::state_machine::StateMachineStore;
+use crate::sync::DiskSync;
+use crate::watermark::Watermark;
 
 pub(crate) const MARKER: &str = "EKKA_DATA";
 const MARKER_TMP: &str = "EKKA_DATA.tmp";
@@ -63,13 +73,17 @@ enum Marker {
 /// An open, locked data dir. Dropping it releases the lock.
 pub struct DataDir {
     path: PathBuf,
-    /// Holds the flock; released when the file is closed.
-    _lock: File,
     db: sled::Db,
     meta: sled::Tree,
+    /// The device sync of sled's files, shared with the flusher thread.
+    sync: Arc<Mutex<DiskSync>>,
+    watermark: Watermark,
     /// Copies of the persisted ids, validated at open and updated after each flushed write.
     node_id: AtomicU64,
     cluster_id: AtomicU64,
+    /// Holds the dir's lock and seals the dir once the last handle on its db is gone. Shared
+    /// with the stores; the last field, so it drops after the db handles beside it.
+    closer: Arc<Closer>,
 }
 
 impl std::fmt::Debug for DataDir {
@@ -121,6 +135,10 @@ impl DataDir {
         }
 
         let marker = read_marker(path).map_err(io)?.map_err(corrupt)?;
+        if matches!(marker, Marker::Ready) {
+            // Before sled opens the db for writing: a damaged store is refused untouched.
+            check::check(path)?;
+        }
         if matches!(marker, Marker::Missing) {
             // Flushed (file and dir synced): from here on the dir is recognisably ours.
             write_synced(&path.join(MARKER), MARKER_INIT).map_err(io)?;
@@ -135,13 +153,32 @@ impl DataDir {
         let meta = db
             .open_tree(TREE_META)
             .map_err(|e| corrupt(format!("sled: {e}")))?;
+        let sync = DiskSync::open(&path.join("db")).map_err(io)?;
+        if matches!(marker, Marker::Ready) {
+            // Also after the open, in case the check could not copy the db.
+            let mark = crate::watermark::read(path)
+                .map_err(io)?
+                .map_err(|what| damaged(path, what))?;
+            let last = check::consistent(&db).map_err(|what| damaged(path, what))?;
+            check::check_end(last, mark).map_err(|what| damaged(path, what))?;
+        }
+        let watermark = Watermark::open(path).map_err(io)?;
+        let sync = Arc::new(Mutex::new(sync));
+        let closer = Arc::new(Closer {
+            path: path.to_path_buf(),
+            sync: sync.clone(),
+            watermark: watermark.clone(),
+            _lock: lock,
+        });
         let dir = DataDir {
             path: path.to_path_buf(),
-            _lock: lock,
             db,
             meta,
+            sync,
+            watermark,
             node_id: AtomicU64::new(0),
             cluster_id: AtomicU64::new(0),
+            closer,
         };
         match marker {
             Marker::Ready => {}
@@ -173,15 +210,15 @@ impl DataDir {
     /// that already has a format is left as it is; one that has data but no format is corrupt.
     fn init_db(&self) -> Result<(), StoreError> {
         if self
-            .meta
+            .meta()
             .get(K_FORMAT)
             .map_err(|e| self.db_err(e))?
             .is_some()
         {
             return Ok(());
         }
-        for name in self.db.tree_names() {
-            let tree = self.db.open_tree(&name).map_err(|e| self.db_err(e))?;
+        for name in self.db().tree_names() {
+            let tree = self.db().open_tree(&name).map_err(|e| self.db_err(e))?;
             if !tree.is_empty() {
                 return Err(self.corrupt(format!(
                     "the db has data in tree {:?} but no format record",
@@ -192,14 +229,14 @@ impl DataDir {
         let mut b = sled::Batch::default();
         b.insert(K_FORMAT, FORMAT);
         b.insert(K_NODE_ID, &random_id().to_be_bytes());
-        self.meta.apply_batch(b).map_err(|e| self.db_err(e))?;
+        self.meta().apply_batch(b).map_err(|e| self.db_err(e))?;
         // Flushed before returning: the identity exists before the marker says the dir is ready.
         self.flush()
     }
 
     /// Reads and checks the format and the ids into the in-memory copies.
     fn load_ids(&self) -> Result<(), StoreError> {
-        match self.meta.get(K_FORMAT).map_err(|e| self.db_err(e))? {
+        match self.meta().get(K_FORMAT).map_err(|e| self.db_err(e))? {
             Some(f) if f.as_ref() == FORMAT => {}
             Some(f) => {
                 return Err(
@@ -235,7 +272,7 @@ impl DataDir {
     /// If `id` is 0, which no node uses.
     pub fn set_node_id(&self, id: u64) -> Result<(), StoreError> {
         assert!(id != 0, "node id 0 is reserved");
-        self.meta
+        self.meta()
             .insert(K_NODE_ID, &id.to_be_bytes())
             .map_err(|e| self.db_err(e))?;
         // Flushed before returning: the identity must survive a crash.
@@ -252,7 +289,7 @@ impl DataDir {
     /// Records the cluster this node belongs to (0: none). A joining node adopts the cluster id
     /// before its first log entry arrives.
     pub fn set_cluster_id(&self, id: u64) -> Result<(), StoreError> {
-        self.meta
+        self.meta()
             .insert(K_CLUSTER_ID, &id.to_be_bytes())
             .map_err(|e| self.db_err(e))?;
         // Flushed before returning: the node must not forget which cluster it joined.
@@ -264,10 +301,37 @@ impl DataDir {
     /// New openraft store handles over this dir's db. Call again after a [`DataDir::reset`]; the
     /// state machine starts from the persisted snapshot, if any.
     pub fn open_stores(&self) -> Result<(LogStore, StateMachineStore), StoreError> {
-        let flusher = crate::flusher::Flusher::start(&self.db).map_err(|e| self.db_err(e))?;
-        let log = LogStore::open(&self.db, flusher).map_err(|e| self.db_err(e))?;
-        let sm = StateMachineStore::open(&self.db, log.clone()).map_err(|e| self.corrupt(e))?;
+        let raise = self
+            .watermark
+            .start_thread()
+            .map_err(|e| self.db_err(format!("cannot start the watermark thread: {e}")))?;
+        let flusher = crate::flusher::Flusher::start(self.db(), self.sync.clone(), Some(raise))
+            .map_err(|e| self.db_err(e))?;
+        let log = LogStore::open(
+            self.db(),
+            flusher,
+            self.watermark.clone(),
+            Some(self.closer.clone()),
+        )
+        .map_err(|e| self.db_err(e))?;
+        let sm = StateMachineStore::open(self.db(), log.clone()).map_err(|e| self.corrupt(e))?;
         Ok((log, sm))
+    }
+
+    fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    fn meta(&self) -> &sled::Tree {
+        &self.meta
+    }
+
+    /// How many device syncs the data dir has issued (for tests that check durability).
+    pub fn n_device_syncs(&self) -> u64 {
+        self.sync
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .n_syncs()
     }
 
     /// Wipes the vote, the committed pointer, the log, the purge marker, the snapshot and the
@@ -277,8 +341,11 @@ impl DataDir {
     ///
     /// Call it only while no Raft instance runs on this dir's stores.
     pub fn reset(&self) -> Result<u64, StoreError> {
+        // The log is about to go: the watermark first, durably, or the next open would take
+        // the wiped log for a damaged one.
+        self.watermark.lower(0).map_err(|e| self.db_err(e))?;
         let id = random_id();
-        self.meta
+        self.meta()
             .insert(K_RESETTING, &id.to_be_bytes())
             .map_err(|e| self.db_err(e))?;
         // Flushed before wiping: a crash from here on leaves a reset that open() finishes.
@@ -290,8 +357,9 @@ impl DataDir {
 
     /// The wipe of [`DataDir::reset`], once its intent is recorded. Idempotent.
     fn finish_reset(&self, id: u64) -> Result<(), StoreError> {
+        self.watermark.lower(0).map_err(|e| self.db_err(e))?;
         for name in [TREE_RAFT, TREE_LOG, TREE_SM] {
-            let tree = self.db.open_tree(name).map_err(|e| self.db_err(e))?;
+            let tree = self.db().open_tree(name).map_err(|e| self.db_err(e))?;
             // Not flushed on its own: the flush below covers it.
             tree.clear().map_err(|e| self.db_err(e))?;
         }
@@ -299,7 +367,7 @@ impl DataDir {
         b.remove(K_CLUSTER_ID);
         b.insert(K_NODE_ID, &id.to_be_bytes());
         b.remove(K_RESETTING);
-        self.meta.apply_batch(b).map_err(|e| self.db_err(e))?;
+        self.meta().apply_batch(b).map_err(|e| self.db_err(e))?;
         // Flushed before returning: the wipe and the new id are durable together.
         self.flush()?;
         self.node_id.store(id, Ordering::SeqCst);
@@ -308,12 +376,12 @@ impl DataDir {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(|e| self.db_err(e))?;
-        Ok(())
+        // Durable before returning: sled's flush, then the device sync of its files.
+        flush_durably(self.db(), &self.sync).map_err(|e| self.db_err(e))
     }
 
     fn read_u64(&self, k: &[u8]) -> Result<Option<u64>, StoreError> {
-        match self.meta.get(k).map_err(|e| self.db_err(e))? {
+        match self.meta().get(k).map_err(|e| self.db_err(e))? {
             None => Ok(None),
             Some(v) => {
                 let b: [u8; 8] = v.as_ref().try_into().map_err(|_| {
@@ -340,10 +408,68 @@ impl DataDir {
 
     #[cfg(test)]
     fn record_reset_intent(&self, id: u64) {
-        self.meta
+        self.meta()
             .insert(K_RESETTING, &id.to_be_bytes())
             .expect("insert");
         self.flush().expect("flush");
+    }
+}
+
+/// Holds a data dir's lock while any handle on its db is open, and seals the dir when the last
+/// one goes: every holder of a sled handle (the dir, the log store, the state machine) keeps an
+/// `Arc<Closer>` as its last field, so its sled handles are dropped before it.
+pub(crate) struct Closer {
+    path: PathBuf,
+    sync: Arc<Mutex<DiskSync>>,
+    watermark: Watermark,
+    /// The flock on `LOCK`: released only after the seal, so no other process opens the dir
+    /// before it is written.
+    _lock: File,
+}
+
+impl Drop for Closer {
+    /// Once sled has let go of its files (its own lock on `db/db` is free), syncs them, brings
+    /// the watermark up to date and leaves the seal of a clean close (`check.rs`), so the next
+    /// open compares every byte instead of running the crash check. When sled still holds them
+    /// (a thread of its own lingering) or the sync fails, the next open runs the crash check.
+    fn drop(&mut self) {
+        let deadline = Instant::now() + SEAL_WAIT;
+        let closed = loop {
+            match File::open(self.path.join("db").join("db")) {
+                Ok(f) if f.try_lock_exclusive().is_ok() => break Some(f),
+                Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+                _ => break None,
+            }
+        };
+        let Some(sled_lock) = closed else {
+            info!(path = %self.path.display(), "db still in use at close; not sealed");
+            return;
+        };
+        let synced = self.sync.lock().unwrap_or_else(|e| e.into_inner()).sync();
+        match synced {
+            Ok(()) => {
+                // Everything noted is durable now.
+                if let Err(e) = self.watermark.raise(u64::MAX) {
+                    warn!(path = %self.path.display(), error = %e, "final watermark write failed");
+                }
+                check::seal(&self.path)
+            }
+            Err(e) => {
+                warn!(path = %self.path.display(), error = %e, "final sync failed; not sealed")
+            }
+        }
+        drop(sled_lock);
+    }
+}
+
+/// How long a closing data dir waits for sled's own threads to let go of its files before it
+/// gives up the seal.
+const SEAL_WAIT: Duration = Duration::from_millis(500);
+
+fn damaged(path: &Path, what: String) -> StoreError {
+    StoreError::Damaged {
+        path: path.to_path_buf(),
+        what,
     }
 }
 
@@ -357,13 +483,17 @@ enum SledOpenError {
 /// a `sled::Db` dropped moments ago whose background I/O still holds the file.
 const SLED_LOCK_WAIT: Duration = Duration::from_secs(5);
 
+/// sled's configuration for the db at `db_dir` (the damage check opens its copy the same way).
+pub(crate) fn open_config(db_dir: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(db_dir)
+        .cache_capacity(CACHE_CAPACITY_BYTES)
+}
+
 fn open_sled(path: &Path) -> Result<sled::Db, SledOpenError> {
     let deadline = Instant::now() + SLED_LOCK_WAIT;
     loop {
-        let r = sled::Config::new()
-            .path(path.join("db"))
-            .cache_capacity(CACHE_CAPACITY_BYTES)
-            .open();
+        let r = open_config(&path.join("db")).open();
         match r {
             Ok(db) => return Ok(db),
             // sled reports lock contention only in the text of an `Other` I/O error.
@@ -434,7 +564,7 @@ mod tests {
         let dir = DataDir::open(&p).unwrap();
         let old = dir.node_id();
         dir.set_cluster_id(5).unwrap();
-        let raft = dir.db.open_tree(TREE_RAFT).unwrap();
+        let raft = dir.db().open_tree(TREE_RAFT).unwrap();
         raft.insert(b"vote", b"x").unwrap();
         // A reset that recorded its intent and then stopped.
         dir.record_reset_intent(42);
@@ -443,7 +573,7 @@ mod tests {
         assert_ne!(old, 42);
         assert_eq!(dir.node_id(), 42);
         assert_eq!(dir.cluster_id(), 0);
-        assert!(dir.db.open_tree(TREE_RAFT).unwrap().is_empty());
+        assert!(dir.db().open_tree(TREE_RAFT).unwrap().is_empty());
         assert_eq!(dir.read_u64(K_RESETTING).unwrap(), None);
     }
 
@@ -486,7 +616,7 @@ mod tests {
         let p = td.path().join("d");
         {
             let dir = DataDir::open(&p).unwrap();
-            dir.meta.remove(K_FORMAT).unwrap();
+            dir.meta().remove(K_FORMAT).unwrap();
             dir.flush().unwrap();
         }
         std::fs::write(p.join(MARKER), MARKER_INIT).unwrap();

@@ -19,6 +19,14 @@ pub enum StoreError {
     /// The dir is ours but its contents cannot be read; it is left untouched.
     #[error("data dir {path} is corrupt: {message}; refusing to use it")]
     Corrupt { path: PathBuf, message: String },
+    /// The store's bytes changed, or its log is shorter than what it had made durable; the dir
+    /// is left untouched. The text starts with the path and `damaged store:` (CONTRACT.md).
+    #[error(
+        "{path}: damaged store: {what}. The data dir was left as it is: move it aside and start \
+         this node with an empty data dir to rejoin its cluster as a new member, or, if no \
+         quorum is left, run `ekka cluster recover` on a surviving member's data dir"
+    )]
+    Damaged { path: PathBuf, what: String },
     /// A file system operation on the dir failed.
     #[error("data dir {path}: {source}")]
     Io {

@@ -21,9 +21,11 @@
 //! stores are dropped nothing keeps the db, and its file lock, alive.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 
 use tokio::sync::watch;
+
+use crate::sync::DiskSync;
 
 /// A flush request: the db to flush.
 struct Request {
@@ -53,15 +55,20 @@ pub(crate) struct Flusher {
 }
 
 impl Flusher {
-    /// Starts the flusher thread of `db`.
-    pub(crate) fn start(db: &sled::Db) -> Result<Flusher, String> {
+    /// Starts the flusher thread of `db`. Each flush is followed by `sync` (the device sync of
+    /// sled's files); the durable write number is then sent to `on_durable`, if given.
+    pub(crate) fn start(
+        db: &sled::Db,
+        sync: Arc<Mutex<DiskSync>>,
+        on_durable: Option<mpsc::Sender<u64>>,
+    ) -> Result<Flusher, String> {
         let (tx, rx) = mpsc::channel::<Request>();
         let (durable_tx, durable) = watch::channel(Durable::default());
         let next = Arc::new(AtomicU64::new(0));
         let last = next.clone();
         std::thread::Builder::new()
             .name("ekka-flush".into())
-            .spawn(move || run(rx, &last, durable_tx))
+            .spawn(move || run(rx, &last, &sync, durable_tx, on_durable))
             .map_err(|e| format!("cannot start the flusher thread: {e}"))?;
         Ok(Flusher {
             db: db.clone(),
@@ -115,23 +122,48 @@ impl Flusher {
     }
 }
 
-fn run(rx: mpsc::Receiver<Request>, last: &AtomicU64, durable: watch::Sender<Durable>) {
+fn run(
+    rx: mpsc::Receiver<Request>,
+    last: &AtomicU64,
+    sync: &Mutex<DiskSync>,
+    durable: watch::Sender<Durable>,
+    on_durable: Option<mpsc::Sender<u64>>,
+) {
     while let Ok(first) = rx.recv() {
         // Every request waiting now is served by this one flush.
         rx.try_iter().for_each(drop);
         // Read before the flush: every write numbered up to here was made before it starts.
         let upto = last.load(Ordering::SeqCst);
         // All requests of one channel are for the same db (the handle holds it).
-        let r = first.db.flush();
+        let r = flush_durably(&first.db, sync);
         drop(first);
-        durable.send_modify(|d| match r {
-            Ok(_) if d.failed.is_none() => d.seq = d.seq.max(upto),
-            Ok(_) => {}
+        let mut ok = false;
+        durable.send_modify(|d| match &r {
+            Ok(()) if d.failed.is_none() => {
+                d.seq = d.seq.max(upto);
+                ok = true;
+            }
+            Ok(()) => {}
             Err(e) => {
-                d.failed.get_or_insert_with(|| e.to_string());
+                // Sticky: after a failed fsync the kernel may drop the dirty pages and report
+                // the next fsync clean, so no later flush can vouch for these writes.
+                d.failed.get_or_insert_with(|| e.clone());
             }
         });
+        if let (true, Some(tx)) = (ok, &on_durable) {
+            // The watermark thread may have ended with an error; the flush stays good.
+            let _ = tx.send(upto);
+        }
     }
+}
+
+/// sled's flush (its buffers written, `sync_file_range`), then the device sync of its files.
+pub(crate) fn flush_durably(db: &sled::Db, sync: &Mutex<DiskSync>) -> Result<(), String> {
+    db.flush().map_err(|e| e.to_string())?;
+    sync.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .sync()
+        .map_err(|e| format!("sync: {e}"))
 }
 
 #[cfg(test)]
@@ -161,7 +193,8 @@ mod tests {
             .flush_every_ms(None)
             .open()
             .unwrap();
-        let f = Flusher::start(&db).unwrap();
+        let sync = Arc::new(Mutex::new(DiskSync::open(&path).unwrap()));
+        let f = Flusher::start(&db, sync.clone(), None).unwrap();
         db.insert(b"k", b"v".to_vec()).unwrap();
         let tasks: Vec<_> = (0..16)
             .map(|_| {
@@ -177,6 +210,11 @@ mod tests {
         copy_dir(&path, &copy);
         let seen = sled::Config::new().path(&copy).open().unwrap();
         assert_eq!(seen.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+
+        assert!(
+            sync.lock().unwrap().n_syncs() >= 1,
+            "the flush is followed by a device sync"
+        );
 
         // Once the handles and the db are dropped, nothing holds the db's lock.
         drop(f);

@@ -6,17 +6,21 @@
 //! - [`StateMachineStore`]: `RaftStateMachine` over an in-memory `ClusterState`, persisted as
 //!   snapshots; openraft replays the committed entries after the snapshot at startup.
 //!
-//! Durability: every acknowledged write is flushed with sled's `flush` (on one flusher thread per
-//! data dir, which serves all flushes waiting at once with one), which survives the process
-//! being killed. A log entry counts toward a commit, and is applied, only once it is flushed
-//! (see [`LogStore`]). sled 0.34 flushes with `sync_file_range`, not `fsync` (sled #1452), so a
-//! power loss may still lose recent writes; quorum replication covers that.
+//! Durability: every acknowledged write is on the device: sled's `flush` (which only calls
+//! `sync_file_range`) is followed by `fdatasync` of sled's log file and `fsync` of every new file
+//! and directory entry (`sync.rs`), on one flusher thread per data dir that serves every flush
+//! waiting at once with one (group commit). A log entry counts toward a commit, and is applied,
+//! only once it is durable (see [`LogStore`]); the vote before it is acknowledged. A damaged
+//! store is refused at open, untouched (`check.rs`, `watermark.rs`).
 
+mod check;
 mod data_dir;
 mod error;
 mod flusher;
 mod log_store;
 mod state_machine;
+mod sync;
+mod watermark;
 
 use std::io::Cursor;
 

@@ -35,8 +35,10 @@ use openraft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::data_dir::Closer;
 use crate::data_dir::{TREE_LOG, TREE_RAFT};
 use crate::flusher::Flusher;
+use crate::watermark::Watermark;
 use crate::{NodeId, TypeConfig};
 
 /// Keys in the `raft` tree.
@@ -52,12 +54,16 @@ pub struct LogStore {
 
 struct Inner {
     flusher: Flusher,
+    /// The durable-index watermark: raised after flushes, lowered before a truncation.
+    watermark: Watermark,
     raft: sled::Tree,
     log: sled::Tree,
     /// All write I/O is serialized (openraft's rule).
     write: tokio::sync::Mutex<()>,
     /// Appends not known to be durable yet: last index -> (first index, flusher write number).
     unflushed: Mutex<BTreeMap<u64, (u64, u64)>>,
+    /// Last: dropped after the trees and the flusher's db handle (see `Closer`).
+    closer: Option<Arc<Closer>>,
 }
 
 fn io_err(e: impl std::error::Error + 'static) -> AnyError {
@@ -90,14 +96,21 @@ fn idx_key(i: u64) -> [u8; 8] {
 }
 
 impl LogStore {
-    pub(crate) fn open(db: &sled::Db, flusher: Flusher) -> Result<LogStore, String> {
+    pub(crate) fn open(
+        db: &sled::Db,
+        flusher: Flusher,
+        watermark: Watermark,
+        closer: Option<Arc<Closer>>,
+    ) -> Result<LogStore, String> {
         let store = LogStore {
             inner: Arc::new(Inner {
                 flusher,
+                watermark,
                 raft: db.open_tree(TREE_RAFT).map_err(|e| e.to_string())?,
                 log: db.open_tree(TREE_LOG).map_err(|e| e.to_string())?,
                 write: tokio::sync::Mutex::new(()),
                 unflushed: Mutex::new(BTreeMap::new()),
+                closer,
             }),
         };
         // A purge persists its purge point before deleting; finish one a crash interrupted.
@@ -163,6 +176,11 @@ impl LogStore {
             .wait(seq)
             .await
             .map_err(|e| StorageIOError::write_logs(io_err(e)).into())
+    }
+
+    /// The closer of this store's data dir, for the state machine to hold too.
+    pub(crate) fn closer(&self) -> Option<Arc<Closer>> {
+        self.inner.closer.clone()
     }
 
     /// The flusher this store's db shares with the state machine.
@@ -241,6 +259,7 @@ impl LogStore {
                 .unwrap_or_else(|e| e.into_inner());
             m.retain(|_, (_, s)| !self.inner.flusher.is_durable(*s));
             m.insert(last, (first, seq));
+            self.inner.watermark.noted(seq, last);
         }
         Ok(seq)
     }
@@ -352,6 +371,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let _w = self.inner.write.lock().await;
+        // The watermark goes below the cut first (synced), or the next open would take the
+        // shorter log for a damaged one.
+        self.inner
+            .watermark
+            .lower(log_id.index.saturating_sub(1))
+            .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
         // Delete from the back so a crash never leaves a hole.
         let keys: Vec<sled::IVec> = self
             .inner
@@ -395,7 +420,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use openraft::{CommittedLeaderId, EntryPayload};
 
@@ -407,14 +432,23 @@ mod tests {
     }
 
     fn open() -> (tempfile::TempDir, LogStore) {
+        let (dir, _, log) = open_with_db();
+        (dir, log)
+    }
+
+    /// A log store on a new db in a temporary dir, as a data dir sets it up.
+    pub(crate) fn open_with_db() -> (tempfile::TempDir, sled::Db, LogStore) {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new()
             .path(dir.path().join("db"))
             .flush_every_ms(None)
             .open()
             .unwrap();
-        let log = LogStore::open(&db, Flusher::start(&db).unwrap()).unwrap();
-        (dir, log)
+        let sync = crate::sync::DiskSync::open(&dir.path().join("db")).unwrap();
+        let flusher = Flusher::start(&db, Arc::new(std::sync::Mutex::new(sync)), None).unwrap();
+        let wm = Watermark::open(dir.path()).unwrap();
+        let log = LogStore::open(&db, flusher, wm, None).unwrap();
+        (dir, db, log)
     }
 
     #[tokio::test]

@@ -64,6 +64,8 @@ pub struct StateMachineStore {
     snapshot_write: Arc<tokio::sync::Mutex<()>>,
     /// Makes snapshot ids unique; starts at a random value so ids differ across restarts.
     snapshot_seq: Arc<AtomicU64>,
+    /// Last: dropped after the tree above (see `Closer`).
+    _closer: Option<Arc<crate::data_dir::Closer>>,
 }
 
 fn err(e: impl std::error::Error + 'static) -> AnyError {
@@ -117,6 +119,7 @@ impl StateMachineStore {
             state = body.state;
         }
         let (tx, _) = watch::channel(state.revision);
+        let closer = log.closer();
         Ok(StateMachineStore {
             state: Arc::new(RwLock::new(state)),
             applied: Arc::new(Mutex::new(applied)),
@@ -125,6 +128,7 @@ impl StateMachineStore {
             sm,
             snapshot_write: Arc::new(tokio::sync::Mutex::new(())),
             snapshot_seq: Arc::new(AtomicU64::new(u64::from(rand::random::<u32>()) << 16)),
+            _closer: closer,
         })
     }
 
@@ -370,9 +374,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_persisted_snapshot_is_never_replaced_by_an_older_one() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let flusher = crate::flusher::Flusher::start(&db).unwrap();
-        let log = LogStore::open(&db, flusher).unwrap();
+        let (_dir, db, log) = crate::log_store::tests::open_with_db();
         let sm = StateMachineStore::open(&db, log).unwrap();
         assert!(sm.save_snapshot(&meta(5), b"five").await.unwrap());
         // A build that took its view before an install of index 5 finished.
@@ -384,8 +386,7 @@ mod tests {
 
     #[tokio::test]
     async fn apply_waits_until_the_entries_are_durable() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let log = LogStore::open(&db, crate::flusher::Flusher::start(&db).unwrap()).unwrap();
+        let (_dir, db, log) = crate::log_store::tests::open_with_db();
         let mut sm = StateMachineStore::open(&db, log.clone()).unwrap();
         for index in 1..=20 {
             let e = Entry {

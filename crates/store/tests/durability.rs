@@ -293,7 +293,7 @@ fn corrupt_dir_is_refused_and_left_alone() {
     }
     let before = snapshot_files(&p);
     let err = DataDir::open(&p).expect_err("refused");
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(matches!(err, StoreError::Damaged { .. }), "{err}");
     assert_eq!(
         before,
         snapshot_files(&p),
