@@ -28,7 +28,7 @@ use std::time::Duration;
 pub(crate) const WATERMARK_FILE: &str = "ACKED";
 /// The least time between two watermark writes: at most this much durable log is checked only
 /// by sled's own recovery.
-pub(crate) const WATERMARK_INTERVAL: Duration = Duration::from_millis(10);
+pub(crate) const WATERMARK_INTERVAL: Duration = Duration::from_millis(20);
 
 const MAGIC: &[u8; 4] = b"EKWM";
 const VERSION: u32 = 1;
