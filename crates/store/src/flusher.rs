@@ -1,4 +1,4 @@
-//! `Flusher`: makes sled writes durable on one dedicated thread, with group commit.
+//! `Flusher`: makes sled writes durable (on the device) on one dedicated thread, with group commit.
 //!
 //! sled's `flush_async` runs every flush as a job on sled's thread pool, whose queue wakes all
 //! of its idle threads for each job. Under load that cost more than the flushes: a 3-node cluster
@@ -14,8 +14,9 @@
 //! an earlier request already covers costs nothing either, so callers ask only once they need
 //! durability (the leader when it sends entries, a follower before it answers), and one flush
 //! serves every write made before it (group commit). Each flush costs a job on sled's thread
-//! pool, a wake-up of its idle threads and a `sync_file_range`: about a third of the agents' CPU
-//! under a 64-client put load when the leader flushed after every append (perf, 2026-12-01).
+//! pool, a wake-up of its idle threads and a `sync_file_range` (about a third of the agents' CPU
+//! under a 64-client put load when the leader flushed after every append, perf 2026-12-01), and
+//! then the device sync of sled's files (`sync.rs`): only after that is a write durable.
 //!
 //! The thread holds the db only while it flushes (each request carries a handle), so once the
 //! stores are dropped nothing keeps the db, and its file lock, alive.
