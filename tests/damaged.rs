@@ -47,7 +47,15 @@ fn copy_dir(from: &Path, to: &Path) {
 /// Starts an agent on `dir` expecting it to refuse; returns (exit code, stderr).
 fn start_refused(dir: &Path) -> (i32, String) {
     let mut child = Command::new(BIN)
-        .args(["agent", "--name", "n1", "--listen", "127.0.0.1:0", "--cookie", COOKIE])
+        .args([
+            "agent",
+            "--name",
+            "n1",
+            "--listen",
+            "127.0.0.1:0",
+            "--cookie",
+            COOKIE,
+        ])
         .arg("--data-dir")
         .arg(dir)
         .env("EKKA_LOG", "warn")
@@ -89,7 +97,9 @@ fn t80_damaged_store_is_refused_untouched() {
     let mut c = Cluster::new();
     c.start("n1", &[]);
     for i in 0..KEYS {
-        c.get("n1").cli(&["kv", "put", &format!("k{i}"), &format!("value-{i}")]).ok();
+        c.get("n1")
+            .cli(&["kv", "put", &format!("k{i}"), &format!("value-{i}")])
+            .ok();
     }
     c.get_mut("n1").stop();
     let src = c.path("n1");
@@ -119,7 +129,9 @@ fn t80_damaged_store_is_refused_untouched() {
             rng.fill(&mut b[at..end]);
         }),
         ("cut to a third", |b, _| b.truncate(b.len() / 3)),
-        ("100 random bytes at offset 0", |b, rng| rng.fill(&mut b[..100])),
+        ("100 random bytes at offset 0", |b, rng| {
+            rng.fill(&mut b[..100])
+        }),
     ];
     for (i, (what, damage)) in cases.iter().enumerate() {
         let dir = c.dir.path().join(format!("damaged{i}"));
@@ -139,6 +151,9 @@ fn t80_damaged_store_is_refused_untouched() {
             )),
             "{what}: {stderr}"
         );
-        assert!(before == files(&dir), "{what}: the refused data dir changed");
+        assert!(
+            before == files(&dir),
+            "{what}: the refused data dir changed"
+        );
     }
 }

@@ -611,3 +611,24 @@ async fn reopen_right_after_drop_succeeds() {
         append(&mut log, vec![add(i, i)]).await;
     }
 }
+
+/// Acknowledged means on the device: every durable append, vote and purge is followed by a
+/// device sync (`fdatasync` of sled's log), not only sled's `sync_file_range`.
+#[tokio::test]
+async fn every_acknowledged_write_is_followed_by_a_device_sync() {
+    let td = tempfile::tempdir().unwrap();
+    let dir = DataDir::open(&td.path().join("d")).unwrap();
+    let (mut log, _sm) = dir.open_stores().unwrap();
+    let mut syncs = dir.n_device_syncs();
+    for i in 1..=5 {
+        append(&mut log, vec![add(i, i)]).await;
+        let now = dir.n_device_syncs();
+        assert!(
+            now > syncs,
+            "append {i} was acknowledged without a device sync"
+        );
+        syncs = now;
+    }
+    log.save_vote(&Vote::new(2, 1)).await.unwrap();
+    assert!(dir.n_device_syncs() > syncs, "a vote without a device sync");
+}
