@@ -326,8 +326,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
+    /// Read only when Raft starts. A committed vote comes back uncommitted: openraft 0.9 would
+    /// otherwise resume a restarted leader in its old term at once, with whatever its log kept.
+    /// The leader sends entries before its own copy is durable (see the module docs), so after a
+    /// power loss followers may hold entries the restarted leader lost; resuming in the same term
+    /// it could write other entries under the same log ids, which followers take as already
+    /// present (divergence), and it would serve reads from a stale read index. Uncommitted, the
+    /// vote still forbids voting for anyone else in that term, and leadership needs an election
+    /// in a new term, whose first entry overwrites every uncommitted entry it conflicts with.
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        Ok(self.get(K_VOTE).map_err(StorageIOError::read_vote)?)
+        let vote: Option<Vote<NodeId>> = self.get(K_VOTE).map_err(StorageIOError::read_vote)?;
+        Ok(vote.map(|v| Vote {
+            committed: false,
+            ..v
+        }))
     }
 
     async fn save_committed(

@@ -632,3 +632,19 @@ async fn every_acknowledged_write_is_followed_by_a_device_sync() {
     log.save_vote(&Vote::new(2, 1)).await.unwrap();
     assert!(dir.n_device_syncs() > syncs, "a vote without a device sync");
 }
+
+/// A restarted leader must win a new election instead of resuming its old term (see
+/// `LogStore::read_vote`): its committed vote reads back uncommitted, for the same term and node.
+#[tokio::test]
+async fn a_committed_vote_reads_back_uncommitted() {
+    let td = tempfile::tempdir().unwrap();
+    let p = td.path().join("d");
+    {
+        let dir = DataDir::open(&p).unwrap();
+        let (mut log, _sm) = dir.open_stores().unwrap();
+        log.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
+    }
+    let dir = DataDir::open(&p).unwrap();
+    let (mut log, _sm) = dir.open_stores().unwrap();
+    assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(4, 1)));
+}
