@@ -282,8 +282,11 @@ fn p03_leader_power_cut_loses_nothing_and_replicas_agree() {
     eprintln!("--- cut the leader {leader}");
     let at_cut = load.n_acked();
     power_cut(&mut c, &leader, &imgs[li]);
-    // Back at once (maybe before the others elect a new leader), while the load goes on.
-    c.get_mut(&leader).restart(&[]);
+    // Back at once (maybe before the others elect a new leader), on its port, while the load
+    // goes on.
+    let a = c.get_mut(&leader);
+    let listen = a.addr.clone();
+    a.restart(&["--listen", &listen]);
     wait_formed(c.get(&leader), &["n1", "n2", "n3"], WAIT);
     load.wait_acked(at_cut, 10);
     let acked = load.stop();
