@@ -21,6 +21,8 @@ pub struct Agent {
     pub addr: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// Extra environment of the agent process, kept across restarts.
+    pub env: Vec<(String, std::ffi::OsString)>,
     child: Option<Child>,
     lines: Option<std::sync::Mutex<std::sync::mpsc::Receiver<String>>>,
 }
@@ -70,7 +72,17 @@ impl Cluster {
 
     /// Starts agent `name` with its own data dir and extra flags; returns its index.
     pub fn start(&mut self, name: &str, extra: &[&str]) -> usize {
-        let a = Agent::start(name, &self.path(name), extra);
+        self.start_with_env(name, extra, Vec::new())
+    }
+
+    /// As [`Cluster::start`], with extra environment variables for the agent process.
+    pub fn start_with_env(
+        &mut self,
+        name: &str,
+        extra: &[&str],
+        env: Vec<(String, std::ffi::OsString)>,
+    ) -> usize {
+        let a = Agent::start_with_env(name, &self.path(name), extra, env);
         self.agents.push(a);
         self.agents.len() - 1
     }
@@ -122,12 +134,23 @@ impl Drop for Cluster {
 impl Agent {
     /// Starts `ekka agent` and waits for its `listening on` line.
     pub fn start(name: &str, data_dir: &Path, extra: &[&str]) -> Agent {
+        Agent::start_with_env(name, data_dir, extra, Vec::new())
+    }
+
+    /// As [`Agent::start`], with extra environment variables (kept for restarts).
+    pub fn start_with_env(
+        name: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: Vec<(String, std::ffi::OsString)>,
+    ) -> Agent {
         let log = data_dir.with_extension("log");
         let mut a = Agent {
             name: name.to_string(),
             addr: String::new(),
             data_dir: data_dir.to_path_buf(),
             log,
+            env,
             child: None,
             lines: None,
         };
@@ -158,6 +181,7 @@ impl Agent {
         let mut child = cmd
             .args(extra)
             .env("EKKA_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
