@@ -2,7 +2,7 @@
 //! the node for good.
 //!
 //! When a store write or flush fails, openraft's core stops with a storage error
-//! (`RaftMetrics::running_state`); a Raft member that cannot persist its log or vote must not go
+//! (`RaftMetrics::running_state`), or the store's flusher reports the failed flush; a Raft member that cannot persist its log or vote must not go
 //! on (etcd panics on a failed fsync). [`watch`] notices and records the fault on the node, which
 //! then answers every request with `storage` (or `outcome_unknown` for a write already proposed),
 //! and `Node::wait_fault` tells the embedder (the agent exits). Nothing is retried: what sled
@@ -21,13 +21,19 @@ use crate::node::{Core, Inner};
 /// stopped on purpose, or replaced by a reset).
 const FAULT_POLL: Duration = Duration::from_millis(200);
 
-/// Why `core` stopped, if that was a fault rather than a shutdown.
+/// The fault of `core`: it stopped on a storage error (or a panic), or a flush of its store
+/// failed (which stops it at its next write or apply; a follower may not write for a while).
 pub(crate) fn core_fault(core: &Core) -> Option<String> {
-    match &core.raft.metrics().borrow().running_state {
+    let stopped = match &core.raft.metrics().borrow().running_state {
         Err(Fatal::StorageError(e)) => Some(e.to_string()),
         Err(Fatal::Panicked) => Some("the raft core panicked".into()),
         _ => None,
-    }
+    };
+    stopped.or_else(|| {
+        core.log
+            .flush_failure()
+            .map(|e| format!("flush failed: {e}"))
+    })
 }
 
 impl Inner {

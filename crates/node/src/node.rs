@@ -294,10 +294,6 @@ impl Node {
     pub async fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
         let core = self.inner.core();
-        if self.inner.fault().is_some() {
-            // Its core has stopped already, on the fault.
-            return;
-        }
         match tokio::time::timeout(SHUTDOWN_RAFT_LIMIT, core.raft.shutdown()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(error = %e, "raft shutdown"),

@@ -165,6 +165,11 @@ impl LogStore {
             .map_err(|e| StorageIOError::write_logs(io_err(e)).into())
     }
 
+    /// Why a flush of this store's db failed, once one has (a storage fault: the node must stop).
+    pub fn flush_failure(&self) -> Option<String> {
+        self.inner.flusher.failure()
+    }
+
     /// The flusher this store's db shares with the state machine.
     pub(crate) fn flusher(&self) -> &Flusher {
         &self.inner.flusher
