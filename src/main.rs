@@ -1,5 +1,6 @@
 //! The `ekka` binary: `agent`, `cluster ...` and `up`. Exit codes: 0 success, 1 operation failed
-//! (`error: <code>: <message>` on stderr), 2 usage or configuration error.
+//! (`error: <code>: <message>` on stderr), 2 usage or configuration error, 3 the outcome of a
+//! write is unknown (`error: outcome_unknown: <message>`).
 
 mod cli;
 
@@ -47,9 +48,12 @@ fn main() {
         }
     });
     if let Err(e) = res {
+        // The agent's shutdown watchdog may be printing its own last line: only one of us does.
+        let _held = cli::agent::EXIT.lock().unwrap_or_else(|e| e.into_inner());
         eprintln!("error: {}: {}", e.code, e.message);
         let code = match e.code {
             ErrorCode::InvalidConfig => 2,
+            ErrorCode::OutcomeUnknown => 3,
             _ => 1,
         };
         std::process::exit(code);

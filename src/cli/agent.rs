@@ -1,8 +1,12 @@
-//! `ekka agent`: runs one node until SIGINT/SIGTERM.
+//! `ekka agent`: runs one node until SIGINT/SIGTERM, or until a storage fault fails it (then it
+//! exits 1 with `error: storage: <data dir>: <cause>`). Either way it ends within
+//! `SHUTDOWN_LIMIT`.
 
 use std::io::Write;
+use std::sync::Mutex;
+use std::time::Duration;
 
-use ekka::{ApiError, Node};
+use ekka::{ApiError, ErrorCode, Node};
 use tracing::warn;
 
 use crate::cli::args::AgentArgs;
@@ -26,9 +30,45 @@ pub async fn run(args: AgentArgs) -> Result<(), ApiError> {
         let _ = writeln!(out, "http on {bound}");
         let _ = out.flush();
     }
-    signals.wait().await;
+    let fault = tokio::select! {
+        _ = signals.wait() => None,
+        f = node.wait_fault() => Some(f),
+    };
+    // From here the process ends within SHUTDOWN_LIMIT, whatever the node does.
+    watchdog(fault.is_some());
     node.shutdown().await;
-    Ok(())
+    match fault.or_else(|| node.fault()) {
+        Some(f) => Err(ApiError::new(ErrorCode::Storage, f)),
+        None => Ok(()),
+    }
+}
+
+/// How long the agent may take to stop after SIGTERM/SIGINT or a storage fault.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Held by whoever prints the agent's last line and exits, so only one line is ever printed.
+pub static EXIT: Mutex<()> = Mutex::new(());
+
+/// Ends the process SHUTDOWN_LIMIT from now if it has not ended by then, with one error line.
+/// An OS thread, so it fires even when the runtime's only thread is stuck (a store that cannot
+/// be dropped, a flush that never returns).
+fn watchdog(faulted: bool) {
+    let _ = std::thread::Builder::new()
+        .name("ekka-exit".into())
+        .spawn(move || {
+            std::thread::sleep(SHUTDOWN_LIMIT);
+            let _held = EXIT.lock().unwrap_or_else(|e| e.into_inner());
+            let why = if faulted {
+                "a storage fault stopped the node"
+            } else {
+                "shutdown"
+            };
+            eprintln!(
+                "error: {}: {why}, and it did not finish within {SHUTDOWN_LIMIT:?}; exiting",
+                if faulted { "storage" } else { "internal" }
+            );
+            std::process::exit(1);
+        });
 }
 
 /// SIGINT and SIGTERM, registered before the node starts so no early signal is lost.

@@ -22,7 +22,7 @@ pub async fn spawn(addr: &str, node: Node) -> Result<std::net::SocketAddr, ApiEr
         .local_addr()
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     let app = Router::new()
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
@@ -44,8 +44,28 @@ fn unavailable(e: ApiError) -> Response {
         .into_response()
 }
 
-/// Ready when the cluster has a leader.
+/// 503 naming the fault once the node's storage has failed.
+fn storage_fault(node: &Node) -> Option<Response> {
+    let f = node.fault()?;
+    Some(
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("storage fault: {f}\n"),
+        )
+            .into_response(),
+    )
+}
+
+/// Healthy unless the node's storage failed.
+async fn health(State(node): State<Node>) -> Response {
+    storage_fault(&node).unwrap_or_else(|| "ok\n".into_response())
+}
+
+/// Ready when the cluster has a leader and this node's storage works.
 async fn ready(State(node): State<Node>) -> Response {
+    if let Some(r) = storage_fault(&node) {
+        return r;
+    }
     match node.status().await {
         Ok(s) if s.leader.is_some() => "ready\n".into_response(),
         Ok(_) => (StatusCode::SERVICE_UNAVAILABLE, "no leader\n").into_response(),
@@ -73,7 +93,8 @@ async fn metrics(State(node): State<Node>) -> Response {
          # TYPE ekka_voters gauge\nekka_voters {}\n\
          # TYPE ekka_has_leader gauge\nekka_has_leader {}\n\
          # TYPE ekka_raft_term gauge\nekka_raft_term {}\n\
-         # TYPE ekka_revision counter\nekka_revision {}\n",
+         # TYPE ekka_revision counter\nekka_revision {}\n\
+         # TYPE ekka_storage_fault gauge\nekka_storage_fault {}\n",
         s.members.len(),
         count(&|m| m.status == Status::Up),
         count(&|m| m.status == Status::Down),
@@ -81,6 +102,7 @@ async fn metrics(State(node): State<Node>) -> Response {
         u8::from(s.leader.is_some()),
         s.term,
         s.revision,
+        u8::from(node.fault().is_some()),
     );
     body.into_response()
 }

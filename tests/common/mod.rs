@@ -245,6 +245,33 @@ impl Agent {
         }
     }
 
+    /// Sends SIGTERM without waiting (see [`Agent::wait_exit`]).
+    pub fn sigterm(&self) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Waits up to `limit` for the process to end on its own; its exit status, or None if it
+    /// still runs (it is left running).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let c = self.child.as_mut()?;
+            if let Ok(Some(st)) = c.try_wait() {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGSTOP: the process stays, but answers nothing (a node cut off).
     pub fn pause(&self) {
         if let Some(c) = &self.child {

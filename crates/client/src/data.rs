@@ -65,7 +65,9 @@ impl Client {
             ttl_ms: ms(ttl),
             wait_ms: ms(wait),
         };
-        let r = self.call(OP_TIMEOUT + wait, c.lock_acquire(req)).await?;
+        let r = self
+            .call_write(OP_TIMEOUT + wait, c.lock_acquire(req))
+            .await?;
         Ok(LockGrant {
             token: r.token,
             expires_ms: r.expires_ms,
@@ -85,7 +87,10 @@ impl Client {
             token,
             ttl_ms: ttl.map_or(0, ms),
         };
-        Ok(self.call(OP_TIMEOUT, c.lock_renew(req)).await?.expires_ms)
+        Ok(self
+            .call_write(OP_TIMEOUT, c.lock_renew(req))
+            .await?
+            .expires_ms)
     }
 
     /// Releases the lock held with `token`; returns the release's revision.
@@ -95,7 +100,10 @@ impl Client {
             resource: resource.into(),
             token,
         };
-        Ok(self.call(OP_TIMEOUT, c.lock_release(req)).await?.revision)
+        Ok(self
+            .call_write(OP_TIMEOUT, c.lock_release(req))
+            .await?
+            .revision)
     }
 
     /// Who holds `resource` and who waits for it, as the addressed agent's state has it.
@@ -119,14 +127,14 @@ impl Client {
             key: key.into(),
             value: value.into(),
         };
-        Ok(self.call(OP_TIMEOUT, c.kv_put(req)).await?.revision)
+        Ok(self.call_write(OP_TIMEOUT, c.kv_put(req)).await?.revision)
     }
 
     /// Deletes `key`; the delete's revision, or `None` when there was no such key.
     pub async fn kv_delete(&self, key: &str) -> Result<Option<u64>, ApiError> {
         let mut c = self.inner.clone();
         let req = pb::KvDeleteRequest { key: key.into() };
-        let r = self.call(OP_TIMEOUT, c.kv_delete(req)).await?;
+        let r = self.call_write(OP_TIMEOUT, c.kv_delete(req)).await?;
         Ok(r.existed.then_some(r.revision))
     }
 
@@ -143,7 +151,7 @@ impl Client {
             expect_revision: expect,
             value,
         };
-        Ok(self.call(OP_TIMEOUT, c.kv_cas(req)).await?.revision)
+        Ok(self.call_write(OP_TIMEOUT, c.kv_cas(req)).await?.revision)
     }
 
     /// The value of `key` (`key_not_found` when there is none). `stale` reads the agent's own

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ekka_proto::pb::cluster_client::ClusterClient;
-use ekka_proto::{error_from_status, pb, COOKIE_HEADER};
+use ekka_proto::{error_from_status, pb, COOKIE_HEADER, ERROR_HEADER};
 use ekka_types::limits::MAX_RPC_MESSAGE_BYTES;
 use ekka_types::{ApiError, ClusterStatus, ErrorCode, Event};
 use tonic::metadata::AsciiMetadataValue;
@@ -96,6 +96,38 @@ impl Client {
         }
     }
 
+    /// [`Client::call`] for a request that changes something: once it was sent, a deadline that
+    /// passes or a connection that breaks leaves its outcome unknown (`outcome_unknown`, CLI exit
+    /// 3), never `unavailable`, `node_down` or `internal`, since the agent may have applied it.
+    pub(crate) async fn call_write<T>(
+        &self,
+        limit: Duration,
+        fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, ApiError> {
+        match tokio::time::timeout(limit, fut).await {
+            Err(_) => Err(ApiError::new(
+                ErrorCode::OutcomeUnknown,
+                format!(
+                    "{} did not answer within {limit:?} after the request was sent; it may have \
+                     been applied",
+                    self.addr
+                ),
+            )),
+            Ok(Err(st)) if st.metadata().get(ERROR_HEADER).is_none() && !never_sent(&st) => {
+                Err(ApiError::new(
+                    ErrorCode::OutcomeUnknown,
+                    format!(
+                        "the connection to {} broke after the request was sent ({}); it may \
+                         have been applied",
+                        self.addr,
+                        st.message()
+                    ),
+                ))
+            }
+            Ok(r) => self.call(limit, std::future::ready(r)).await,
+        }
+    }
+
     /// Members, roles and statuses as the cluster sees them.
     pub async fn status(&self) -> Result<ClusterStatus, ApiError> {
         let mut c = self.inner.clone();
@@ -112,7 +144,7 @@ impl Client {
         let req = pb::JoinRequest {
             addr: addr.to_string(),
         };
-        let r = self.call(OP_TIMEOUT, c.join(req)).await?;
+        let r = self.call_write(OP_TIMEOUT, c.join(req)).await?;
         Ok(match r.ignored {
             Some(why) => Outcome::Ignored(why),
             None => Outcome::Done(r.cluster_id),
@@ -122,7 +154,8 @@ impl Client {
     /// Makes the agent leave its cluster.
     pub async fn leave(&self) -> Result<(), ApiError> {
         let mut c = self.inner.clone();
-        self.call(OP_TIMEOUT, c.leave(pb::LeaveRequest {})).await?;
+        self.call_write(OP_TIMEOUT, c.leave(pb::LeaveRequest {}))
+            .await?;
         Ok(())
     }
 
@@ -132,7 +165,7 @@ impl Client {
         let req = pb::ForceLeaveRequest {
             name: name.to_string(),
         };
-        let r = self.call(OP_TIMEOUT, c.force_leave(req)).await?;
+        let r = self.call_write(OP_TIMEOUT, c.force_leave(req)).await?;
         Ok(match r.ignored {
             Some(why) => Outcome::Ignored(why),
             None => Outcome::Done(()),
@@ -147,9 +180,52 @@ impl Client {
         let req = pb::SetAutocleanRequest {
             ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
         };
-        self.call(OP_TIMEOUT, c.set_autoclean(req)).await?;
+        self.call_write(OP_TIMEOUT, c.set_autoclean(req)).await?;
         Ok(())
     }
+}
+
+/// Whether a failed call without an ekka error code certainly never reached the agent: the
+/// connection could not be made (refused, no route, bad name), or the status is one the agent or
+/// tonic gives before a request is handled (a wrong cookie, a malformed request).
+fn never_sent(st: &tonic::Status) -> bool {
+    use tonic::Code;
+    if !matches!(
+        st.code(),
+        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled | Code::Aborted
+    ) {
+        return true;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(st);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionRefused
+                    | AddrNotAvailable
+                    | NotFound
+                    | HostUnreachable
+                    | NetworkUnreachable
+            ) {
+                return true;
+            }
+        }
+        let text = e.to_string();
+        if [
+            "tcp connect error",
+            "dns error",
+            "error trying to connect",
+            "Connection refused",
+        ]
+        .iter()
+        .any(|m| text.contains(m))
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// A stream of membership events from [`Client::watch`].
@@ -210,5 +286,30 @@ mod tests {
         let c = Client::new(&addr, DEFAULT_COOKIE).unwrap();
         let e = c.status().await.unwrap_err();
         assert_eq!(e.code, ErrorCode::NodeDown, "{e}");
+        // A write that could not even connect was never sent: node_down, not outcome_unknown.
+        let e = c.kv_put("k", b"v".to_vec()).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::NodeDown, "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_connection_breaks_after_sending_is_outcome_unknown() {
+        // A server that reads the request, then drops the connection without an answer.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut buf = vec![0u8; 4096];
+                    let _ = tokio::time::timeout(Duration::from_millis(300), async {
+                        while s.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                    })
+                    .await;
+                });
+            }
+        });
+        let c = Client::new(&addr, DEFAULT_COOKIE).unwrap();
+        let e = c.kv_put("k", b"v".to_vec()).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::OutcomeUnknown, "{e}");
     }
 }

@@ -108,6 +108,7 @@ impl Inner {
             }
         };
         valid.map_err(crate::error::from_reject)?;
+        self.check_fault()?;
         // Only one of the two paths runs; the command is encoded only when it is forwarded.
         let slot = Mutex::new(Some(cmd));
         let take = || slot.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -154,6 +155,7 @@ impl Inner {
         forwarded: bool,
     ) -> Result<KvRange, ApiError> {
         check_query(&q)?;
+        self.check_fault()?;
         if read == Read::Stale {
             let core = self.core();
             let st = core.state.read().unwrap_or_else(|e| e.into_inner());
@@ -238,7 +240,7 @@ impl Inner {
         let resp = match self.propose_data(Command::Lock(op), false).await {
             Ok(r) => r,
             Err(e) => {
-                if e.code == ErrorCode::Unavailable {
+                if matches!(e.code, ErrorCode::Unavailable | ErrorCode::OutcomeUnknown) {
                     // The entry may still commit once a quorum is back: undo it then, so a
                     // failed acquire leaves nothing behind.
                     let undo = LockOp::Abandon {

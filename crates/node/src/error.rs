@@ -14,7 +14,8 @@ pub fn to_status(e: ApiError) -> tonic::Status {
         ErrorCode::Internal => tonic::Code::Internal,
         ErrorCode::NodeNotInCluster | ErrorCode::KeyNotFound => tonic::Code::NotFound,
         ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
-        ErrorCode::NodeDown => tonic::Code::Unavailable,
+        ErrorCode::NodeDown | ErrorCode::Storage => tonic::Code::Unavailable,
+        ErrorCode::OutcomeUnknown => tonic::Code::Unknown,
         _ => tonic::Code::FailedPrecondition,
     };
     let mut st = tonic::Status::new(code, e.message);
@@ -51,6 +52,11 @@ pub fn from_reject(r: Reject) -> ApiError {
 
 pub fn unavailable(m: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::Unavailable, m)
+}
+
+/// The error for a write that was proposed and may have been applied, though its answer is lost.
+pub fn outcome_unknown(m: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::OutcomeUnknown, m.to_string())
 }
 
 pub fn internal(m: impl std::fmt::Display) -> ApiError {

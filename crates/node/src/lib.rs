@@ -6,6 +6,7 @@ mod autocluster;
 mod config;
 mod data;
 mod error;
+mod fault;
 mod monitor;
 mod network;
 mod node;

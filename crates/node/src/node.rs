@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::NodeConfig;
-use crate::error::{from_reject, from_status, internal, unavailable};
+use crate::error::{from_reject, from_status, internal, outcome_unknown, unavailable};
 use crate::network::{Network, Peer, Transport};
 
 /// The membership change a prepare callback is told about (ekka's `prepare/1`).
@@ -84,6 +84,8 @@ pub(crate) struct Inner {
     prepare: Mutex<Vec<PrepareFn>>,
     reboot: Mutex<Vec<RebootFn>>,
     pub shutdown: watch::Sender<bool>,
+    /// The storage fault that failed this node (`<data dir>: <cause>`), once there is one.
+    pub fault: watch::Sender<Option<String>>,
     /// ekka's `local` lock scope.
     pub local_locks: crate::data::LocalLocks,
     /// The leader's write batcher (lock and key-value commands).
@@ -191,10 +193,12 @@ impl Node {
             prepare: Mutex::default(),
             reboot: Mutex::default(),
             shutdown,
+            fault: watch::channel(None).0,
             local_locks: Default::default(),
             batch_tx,
         });
         crate::server::spawn(inner.clone(), listener);
+        tokio::spawn(crate::fault::watch(inner.clone()));
         inner.after_start().await?;
         tokio::spawn(crate::monitor::run(inner.clone()));
         tokio::spawn(crate::data::lock_ticker(inner.clone()));
@@ -267,15 +271,39 @@ impl Node {
         lock(&self.inner.reboot).push(Arc::new(f));
     }
 
+    /// The storage fault that failed this node (`<data dir>: <cause>`), if any. A failed node
+    /// answers every request with `storage` (`outcome_unknown` for a write it had proposed); it
+    /// stays failed until it is restarted on a working data dir.
+    pub fn fault(&self) -> Option<String> {
+        self.inner.fault()
+    }
+
+    /// Returns once this node has a storage fault (see [`Node::fault`]), with the fault.
+    pub async fn wait_fault(&self) -> String {
+        let mut rx = self.inner.fault.subscribe();
+        let fault = rx.wait_for(Option::is_some).await.map(|f| f.clone());
+        match fault {
+            Ok(f) => f.unwrap_or_default(),
+            // The sender lives in the node, which `self` keeps alive.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     /// Stops the server, the monitor and Raft. The node stays a member: peers see it `down`.
+    /// Bounded: a Raft core that does not stop within `SHUTDOWN_RAFT_LIMIT` is left behind.
     pub async fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
         let core = self.inner.core();
-        if let Err(e) = core.raft.shutdown().await {
-            warn!(error = %e, "raft shutdown");
+        match tokio::time::timeout(SHUTDOWN_RAFT_LIMIT, core.raft.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "raft shutdown"),
+            Err(_) => warn!("raft did not stop within {SHUTDOWN_RAFT_LIMIT:?}; leaving it"),
         }
     }
 }
+
+/// How long `Node::shutdown` waits for the Raft core to stop.
+const SHUTDOWN_RAFT_LIMIT: Duration = Duration::from_secs(3);
 
 fn compacted(from: u64, st: &ekka_types::ClusterState) -> ApiError {
     let oldest = st.events.front().map_or(st.revision + 1, |e| e.revision);
@@ -478,6 +506,7 @@ impl Inner {
 
     /// Proposes a command on `core` (which must be the leader) and waits for it to apply.
     pub(crate) async fn propose_on(&self, core: &Core, cmd: Command) -> Result<Response, ApiError> {
+        self.check_fault()?;
         let req = Request {
             now_ms: now_ms(),
             cmd,
@@ -486,7 +515,13 @@ impl Inner {
         let resp = tokio::time::timeout(self.cfg.op_timeout, fut)
             .await
             .map_err(|_| unavailable("no quorum: the write did not commit in time"))?
-            .map_err(write_err)?;
+            .map_err(|e| match self.fault() {
+                // Handed to Raft, which may have appended (even committed) it before the fault.
+                Some(f) => outcome_unknown(format!(
+                    "the write may have been applied: storage fault: {f}"
+                )),
+                None => write_err(e),
+            })?;
         match resp.data.rejected {
             Some(r) => Err(from_reject(r)),
             None => Ok(resp.data),
@@ -912,6 +947,7 @@ impl Inner {
     }
 
     pub(crate) async fn join(self: &Arc<Self>, addr: &str) -> Result<JoinOutcome, ApiError> {
+        self.check_fault()?;
         self.join_as(addr, false, false).await
     }
 
@@ -1147,6 +1183,7 @@ impl Inner {
     }
 
     pub(crate) async fn leave(self: &Arc<Self>) -> Result<(), ApiError> {
+        self.check_fault()?;
         let core = self.core();
         let st = core
             .state
@@ -1179,6 +1216,7 @@ impl Inner {
         self: &Arc<Self>,
         name: &str,
     ) -> Result<ForceLeaveOutcome, ApiError> {
+        self.check_fault()?;
         let core = self.core();
         let target = {
             let st = core.state.read().unwrap_or_else(|e| e.into_inner());

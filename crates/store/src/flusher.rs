@@ -117,6 +117,11 @@ impl Flusher {
         }
     }
 
+    /// Why a flush failed, once one has: nothing written since is known durable, ever.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.durable.borrow().failed.clone()
+    }
+
     /// Returns once every write made before this call is durable.
     pub(crate) async fn flush(&self) -> std::io::Result<()> {
         self.wait(self.note()).await

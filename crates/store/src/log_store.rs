@@ -183,6 +183,11 @@ impl LogStore {
         self.inner.closer.clone()
     }
 
+    /// Why a flush of this store's db failed, once one has (a storage fault: the node must stop).
+    pub fn flush_failure(&self) -> Option<String> {
+        self.inner.flusher.failure()
+    }
+
     /// The flusher this store's db shares with the state machine.
     pub(crate) fn flusher(&self) -> &Flusher {
         &self.inner.flusher

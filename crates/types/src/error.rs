@@ -27,11 +27,16 @@ pub enum ErrorCode {
     KeyNotFound,
     /// A size or count limit would be exceeded.
     ResourceExhausted,
+    /// A write may or may not have been applied: it was sent (or proposed) and then the
+    /// connection broke, the deadline passed or the node's storage failed (CLI exit 3).
+    OutcomeUnknown,
+    /// This node's storage failed (disk full, read-only, I/O error); it serves nothing more.
+    Storage,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::NodeDown,
         ErrorCode::AlreadyInCluster,
         ErrorCode::InOtherCluster,
@@ -49,6 +54,8 @@ impl ErrorCode {
         ErrorCode::CompareFailed,
         ErrorCode::KeyNotFound,
         ErrorCode::ResourceExhausted,
+        ErrorCode::OutcomeUnknown,
+        ErrorCode::Storage,
         ErrorCode::Internal,
     ];
 
@@ -71,6 +78,8 @@ impl ErrorCode {
             ErrorCode::CompareFailed => "compare_failed",
             ErrorCode::KeyNotFound => "key_not_found",
             ErrorCode::ResourceExhausted => "resource_exhausted",
+            ErrorCode::OutcomeUnknown => "outcome_unknown",
+            ErrorCode::Storage => "storage",
             ErrorCode::Internal => "internal",
         }
     }
