@@ -302,6 +302,9 @@ impl Node {
     }
 }
 
+/// How long a request that finds no leader waits for an election before it fails.
+const LEADER_WAIT: Duration = Duration::from_secs(1);
+
 /// How long `Node::shutdown` waits for the Raft core to stop.
 const SHUTDOWN_RAFT_LIMIT: Duration = Duration::from_secs(3);
 
@@ -605,6 +608,15 @@ impl Inner {
         RF: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let core = self.core();
+        if self.leader(&core).is_none() {
+            // An election is under way (a restarted node always holds one: see
+            // `LogStore::read_vote`); wait for it a moment rather than fail at once.
+            let _ = core
+                .raft
+                .wait(Some(LEADER_WAIT))
+                .metrics(|m| m.current_leader.is_some(), "a leader")
+                .await;
+        }
         if self.is_leader(&core) {
             return local(core).await;
         }
