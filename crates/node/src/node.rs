@@ -608,15 +608,7 @@ impl Inner {
         RF: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let core = self.core();
-        if self.leader(&core).is_none() {
-            // An election is under way (a restarted node always holds one: see
-            // `LogStore::read_vote`); wait for it a moment rather than fail at once.
-            let _ = core
-                .raft
-                .wait(Some(LEADER_WAIT))
-                .metrics(|m| m.current_leader.is_some(), "a leader")
-                .await;
-        }
+        self.await_leader(&core).await;
         if self.is_leader(&core) {
             return local(core).await;
         }
@@ -1426,9 +1418,25 @@ impl Inner {
         Ok(rx)
     }
 
+    /// When no leader is known, waits up to `LEADER_WAIT` for one: an election is under way (a
+    /// restarted node always holds one, see `LogStore::read_vote`), and a moment's wait beats an
+    /// answer without a leader.
+    async fn await_leader(&self, core: &Core) {
+        if self.leader(core).is_none() {
+            let _ = core
+                .raft
+                .wait(Some(LEADER_WAIT))
+                .metrics(|m| m.current_leader.is_some(), "a leader")
+                .await;
+        }
+    }
+
     /// The status as this node sees it, or as the leader sees it when `!local` and it answers.
     pub(crate) async fn status(self: &Arc<Self>, local: bool) -> Result<ClusterStatus, ApiError> {
         let core = self.core();
+        if !local {
+            self.await_leader(&core).await;
+        }
         if !local && !self.is_leader(&core) {
             if let Some((_, addr)) = self.leader(&core) {
                 if let Ok(mut s) = self.status_at(&addr).await {
