@@ -2,9 +2,11 @@
 //! `etcd-server`) side by side where there is a peer figure, printing each figure and the ratio.
 //! Not a test: nothing here asserts a timing.
 //!
-//! Run: `cargo build --release && cargo run --release -p ekka-bench -- [--trials N] [--only up|join|failover|detect|replace|etcd|autocluster|rss|data] [--secs S]
-//! [--clients 1,16,64]` (`--secs` and `--clients`: the data load)
+//! Run: `cargo build --release && cargo run --release -p ekka-bench -- [--trials N] [--only up|join|failover|detect|replace|etcd|autocluster|rss|data|bigvalues] [--secs S]
+//! [--clients 1,16,64]` (`--secs` and `--clients`: the data load; `bigvalues`, which only runs
+//! when asked for, takes one client count, 32 by default, and 30 s by default)
 
+mod bigvalues;
 mod etcd;
 mod load;
 mod proc;
@@ -500,6 +502,21 @@ async fn main() -> Result<()> {
     }
     if want("replace") {
         bench_replace(trials).await?;
+    }
+    if only.as_deref() == Some("bigvalues") {
+        let secs = args
+            .iter()
+            .position(|a| a == "--secs")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(30.0f64);
+        let clients = args
+            .iter()
+            .position(|a| a == "--clients")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(32usize);
+        return bigvalues::bench(secs, clients).await;
     }
     if !(want("etcd") || want("rss") || want("autocluster") || want("data")) {
         return Ok(());

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -26,7 +27,16 @@ pub struct Agent {
     listen: String,
     extra: Vec<String>,
     child: Option<Child>,
+    /// When set, the agent logs openraft's snapshot builds and they are noted in `snapshots`.
+    watch_snapshots: bool,
+    /// Snapshot builds seen in the agent's log: when the line arrived, and whether it is the
+    /// start (`true`) or the end of a build.
+    pub snapshots: Arc<Mutex<Vec<(Instant, bool)>>>,
 }
+
+/// The log filter that makes an agent log the start and end of each snapshot build (openraft's
+/// own lines, so an older binary shows them too).
+const SNAPSHOT_LOG: &str = "warn,openraft::core::sm::worker=info,openraft::core::raft_core=info";
 
 impl Agent {
     pub async fn start(dir: &Path, name: &str) -> Result<Agent> {
@@ -40,6 +50,21 @@ impl Agent {
         listen: &str,
         extra: &[String],
     ) -> Result<Agent> {
+        Self::start_full(dir, name, listen, extra, false).await
+    }
+
+    /// Starts an agent whose snapshot builds are noted in [`Agent::snapshots`].
+    pub async fn start_watching_snapshots(dir: &Path, name: &str) -> Result<Agent> {
+        Self::start_full(dir, name, "127.0.0.1:0", &[], true).await
+    }
+
+    async fn start_full(
+        dir: &Path,
+        name: &str,
+        listen: &str,
+        extra: &[String],
+        watch_snapshots: bool,
+    ) -> Result<Agent> {
         let mut a = Agent {
             name: name.to_string(),
             addr: String::new(),
@@ -47,9 +72,16 @@ impl Agent {
             listen: listen.to_string(),
             extra: extra.to_vec(),
             child: None,
+            watch_snapshots,
+            snapshots: Arc::default(),
         };
         a.restart().await?;
         Ok(a)
+    }
+
+    /// The agent's data dir.
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
     }
 
     pub async fn restart(&mut self) -> Result<()> {
@@ -60,13 +92,39 @@ impl Agent {
             .args(&self.extra)
             .arg("--data-dir")
             .arg(&self.dir)
-            .env("EKKA_LOG", "warn")
+            .env(
+                "EKKA_LOG",
+                if self.watch_snapshots {
+                    SNAPSHOT_LOG
+                } else {
+                    "warn"
+                },
+            )
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(if self.watch_snapshots {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .kill_on_drop(true)
             .spawn()
             .context("spawn ekka agent")?;
+        if let Some(err) = child.stderr.take() {
+            let seen = self.snapshots.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(err).lines();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    let start = l.contains("spawned building snapshot task");
+                    if start || l.contains("command done: BuildSnapshot") {
+                        seen.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((Instant::now(), start));
+                    }
+                }
+            });
+        }
         let out = child.stdout.take().context("stdout")?;
         let mut lines = BufReader::new(out).lines();
         let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
@@ -131,6 +189,21 @@ pub fn rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Bytes the files under `path` take on the disk (as `du`: allocated blocks), 0 if unreadable.
+pub fn du_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => du_bytes(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Runs `ekka up --nodes n` and times it from spawn to its "formed" line; then stops it.

@@ -89,6 +89,10 @@ pub struct AgentArgs {
     /// Snapshot every N log entries, keeping N entries after it [default: 5000].
     #[arg(long, env = "EKKA_SNAPSHOT_EVERY", value_name = "N")]
     pub snapshot_every: Option<u64>,
+    /// Also snapshot once the log written since the last snapshot passes this many bytes
+    /// (`64MiB`, `512KiB`, `1GiB` or a plain count) [default: 64MiB].
+    #[arg(long, env = "EKKA_SNAPSHOT_LOG_BYTES", value_name = "BYTES")]
+    pub snapshot_log_bytes: Option<String>,
     /// dns: the name to resolve.
     #[arg(long, env = "EKKA_DNS_NAME")]
     pub dns_name: Option<String>,

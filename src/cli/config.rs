@@ -34,6 +34,7 @@ struct FileConfig {
     replace_down_voter_after: Option<String>,
     autoclean: Option<String>,
     snapshot_every: Option<u64>,
+    snapshot_log_bytes: Option<ByteCount>,
     dns_name: Option<String>,
     dns_type: Option<String>,
     dns_port: Option<u16>,
@@ -75,6 +76,36 @@ fn invalid(m: impl Into<String>) -> ApiError {
 fn duration(key: &str, v: &str) -> Result<Duration, ApiError> {
     humantime::parse_duration(v)
         .map_err(|e| invalid(format!("{key}: {v:?} is not a duration ({e})")))
+}
+
+/// A byte count in the config file: a number, or text as on the command line (`"64MiB"`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum ByteCount {
+    Count(u64),
+    Text(String),
+}
+
+/// Parses `64MiB`, `512KiB`, `1GiB`, `100B` or a plain number of bytes.
+fn byte_count(key: &str, v: &str) -> Result<u64, ApiError> {
+    let t = v.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => {
+            return Err(invalid(format!(
+                "{key}: {v:?} is not a byte count (like 64MiB)"
+            )))
+        }
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| invalid(format!("{key}: {v:?} is not a byte count (like 64MiB)")))
 }
 
 pub(crate) fn hostname() -> String {
@@ -303,6 +334,16 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
     if let Some(n) = args.snapshot_every.or(file.snapshot_every) {
         node.snapshot_every = n;
     }
+    let log_bytes = match (&args.snapshot_log_bytes, &file.snapshot_log_bytes) {
+        (Some(v), _) | (None, Some(ByteCount::Text(v))) => {
+            Some(byte_count("snapshot_log_bytes", v)?)
+        }
+        (None, Some(ByteCount::Count(n))) => Some(*n),
+        (None, None) => None,
+    };
+    if let Some(n) = log_bytes {
+        node.snapshot_log_bytes = n;
+    }
     let http = args.http.or(file.http);
     if let Some(h) = &http {
         h.parse::<std::net::SocketAddr>()
@@ -336,6 +377,29 @@ mod tests {
         AgentArgs {
             data_dir: Some(dir.to_path_buf()),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_snapshot_log_budget_reads_units_from_flags_and_numbers_from_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("ekka.toml");
+        std::fs::write(&f, "snapshot_log_bytes = 8388608\n").unwrap();
+        let mut a = args(d.path());
+        a.config = Some(f.clone());
+        assert_eq!(load(a).unwrap().node.snapshot_log_bytes, 8 << 20);
+        std::fs::write(&f, "snapshot_log_bytes = \"16MiB\"\n").unwrap();
+        let mut a = args(d.path());
+        a.config = Some(f);
+        assert_eq!(load(a).unwrap().node.snapshot_log_bytes, 16 << 20);
+        let mut a = args(d.path());
+        a.snapshot_log_bytes = Some("1GiB".into());
+        assert_eq!(load(a).unwrap().node.snapshot_log_bytes, 1 << 30);
+        for bad in ["64MB", "lots", "1KiB"] {
+            let mut a = args(d.path());
+            a.snapshot_log_bytes = Some(bad.into());
+            let e = load(a).unwrap_err();
+            assert!(e.message.contains("snapshot_log_bytes"), "{bad}: {e}");
         }
     }
 

@@ -41,7 +41,7 @@ fn entry(e: pb::KvEntry) -> (String, KvEntry) {
     (
         e.key,
         KvEntry {
-            value: e.value,
+            value: e.value.into(),
             create_revision: e.create_revision,
             mod_revision: e.mod_revision,
             version: e.version,
@@ -222,7 +222,7 @@ impl KvWatcher {
             Ok(Some(e)) => Some(Ok(KvEvent {
                 revision: e.revision,
                 key: e.key,
-                value: e.value,
+                value: e.value.map(Into::into),
             })),
             Err(st) => Some(Err(ekka_proto::error_from_status(&st))),
         }

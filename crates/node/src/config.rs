@@ -7,10 +7,17 @@ use std::time::Duration;
 use ekka_discovery::Strategy;
 
 use ekka_types::check::{check_addr, check_name};
-use ekka_types::limits::{MAX_COOKIE_BYTES, MAX_VOTERS_LIMIT};
+use ekka_types::limits::{MAX_COOKIE_BYTES, MAX_ENTRY_BYTES, MAX_VOTERS_LIMIT};
 use ekka_types::{ApiError, ErrorCode};
 
 pub use ekka_proto::DEFAULT_COOKIE;
+
+/// Default [`NodeConfig::snapshot_log_bytes`]: 64 MiB of log since the last snapshot (about 1,000
+/// entries of one 64 KiB value each, where `snapshot_every` alone would allow 5,000).
+pub const DEFAULT_SNAPSHOT_LOG_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Smallest [`NodeConfig::snapshot_log_bytes`]: one largest entry.
+pub const MIN_SNAPSHOT_LOG_BYTES: u64 = MAX_ENTRY_BYTES as u64;
 
 /// A discovery strategy for the autocluster loop (any [`Strategy`], including your own).
 #[derive(Clone)]
@@ -47,6 +54,10 @@ pub struct NodeConfig {
     pub op_timeout: Duration,
     /// Build a snapshot every this many log entries, and keep this many entries after it.
     pub snapshot_every: u64,
+    /// Also build a snapshot once the log entries written since the last one pass this many
+    /// (encoded) bytes; the log is then purged up to the snapshot before it, so it holds at most
+    /// about twice this many bytes, whatever the value sizes. See `DEFAULT_SNAPSHOT_LOG_BYTES`.
+    pub snapshot_log_bytes: u64,
     /// Peers to cluster with automatically; `None` is ekka's `manual` (and `singleton`).
     pub discovery: Option<Discovery>,
     /// Time between autocluster rounds (a random jitter of up to a half is added).
@@ -79,6 +90,7 @@ impl NodeConfig {
             down_after: Duration::from_millis(500),
             op_timeout: Duration::from_secs(15),
             snapshot_every: 5000,
+            snapshot_log_bytes: DEFAULT_SNAPSHOT_LOG_BYTES,
             discovery: None,
             retry_interval: Duration::from_secs(1),
             bootstrap_expect: 1,
@@ -123,6 +135,11 @@ impl NodeConfig {
         }
         if self.snapshot_every == 0 {
             return bad("snapshot_every: must be at least 1".into());
+        }
+        if self.snapshot_log_bytes < MIN_SNAPSHOT_LOG_BYTES {
+            return bad(format!(
+                "snapshot_log_bytes: must be at least {MIN_SNAPSHOT_LOG_BYTES}"
+            ));
         }
         if self.heartbeat_interval.is_zero()
             || self.election_timeout_min <= self.heartbeat_interval

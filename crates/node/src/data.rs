@@ -17,6 +17,7 @@ use tracing::warn;
 
 use crate::error::{internal, unavailable};
 use crate::node::{now_ms, Core, Inner, Node};
+use ekka_types::limits::MAX_BATCH_BYTES;
 
 /// A granted lock: the fencing token and the end of the lease (leader time, ms since the epoch).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -401,6 +402,25 @@ pub(crate) struct Pending {
     tx: tokio::sync::oneshot::Sender<Result<Response, ApiError>>,
 }
 
+impl Pending {
+    /// Key and value bytes the command carries (what makes an entry large).
+    fn cmd_bytes(&self) -> usize {
+        match &self.cmd {
+            Command::Kv(op) => {
+                op.key().len()
+                    + match op {
+                        KvOp::Put { value, .. }
+                        | KvOp::Cas {
+                            value: Some(value), ..
+                        } => value.len(),
+                        _ => 0,
+                    }
+            }
+            _ => 0,
+        }
+    }
+}
+
 /// Batches proposed at once: while they commit, the next batch fills up.
 const BATCHES_IN_FLIGHT: usize = 4;
 
@@ -410,23 +430,35 @@ const BATCHES_IN_FLIGHT: usize = 4;
 pub(crate) async fn batcher(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
     let mut shutdown = inner.shutdown.subscribe();
+    // A command that did not fit in the last batch; it opens the next one.
+    let mut carry: Option<Pending> = None;
     loop {
-        let first = tokio::select! {
-            p = rx.recv() => match p {
-                Some(p) => p,
-                None => return,
+        let first = match carry.take() {
+            Some(p) => p,
+            None => tokio::select! {
+                p = rx.recv() => match p {
+                    Some(p) => p,
+                    None => return,
+                },
+                _ = shutdown.changed() => return,
             },
-            _ = shutdown.changed() => return,
         };
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
+        let mut bytes = first.cmd_bytes();
         let mut batch = vec![first];
         while batch.len() < ekka_types::limits::OPS_PER_ENTRY as usize {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
+            let Some(p) = carry.take().or_else(|| rx.try_recv().ok()) else {
+                break;
+            };
+            if bytes + p.cmd_bytes() > MAX_BATCH_BYTES {
+                // Starts the next batch: one entry stays under `MAX_ENTRY_BYTES`.
+                carry = Some(p);
+                break;
             }
+            bytes += p.cmd_bytes();
+            batch.push(p);
         }
         let me = inner.clone();
         tokio::spawn(async move {

@@ -3,6 +3,7 @@
 //! the embedding API ([`Node`]).
 
 mod autocluster;
+mod compaction;
 mod config;
 mod data;
 mod error;
@@ -13,7 +14,10 @@ mod node;
 mod recover;
 mod server;
 
-pub use config::{Discovery, NodeConfig, DEFAULT_COOKIE};
+pub use compaction::LogStats;
+pub use config::{
+    Discovery, NodeConfig, DEFAULT_COOKIE, DEFAULT_SNAPSHOT_LOG_BYTES, MIN_SNAPSHOT_LOG_BYTES,
+};
 pub use data::{KvRange, LocalLocks, LockGrant, LockGuard, Read};
 pub use ekka_discovery as discovery;
 pub use error::{from_status, to_status};

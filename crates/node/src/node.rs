@@ -204,6 +204,7 @@ impl Node {
         tokio::spawn(crate::data::lock_ticker(inner.clone()));
         tokio::spawn(crate::data::batcher(inner.clone(), batch_rx));
         tokio::spawn(inner.clone().reset_when_removed());
+        tokio::spawn(crate::compaction::run(inner.clone()));
         if let Some(d) = inner.cfg.discovery.clone() {
             d.0.bind(&inner.addr);
             tokio::spawn(crate::autocluster::run(inner.clone(), d.0));
@@ -223,6 +224,12 @@ impl Node {
 
     pub fn name(&self) -> &str {
         &self.inner.cfg.name
+    }
+
+    /// Where this node's log and snapshot stand: what the byte budget
+    /// (`NodeConfig::snapshot_log_bytes`) and the purges keep bounded.
+    pub fn log_stats(&self) -> crate::LogStats {
+        crate::LogStats::of(&self.inner.core())
     }
 
     /// This node's current id (it changes when the node wipes its state: after leave or removal).

@@ -61,7 +61,7 @@ pub async fn recover(dir: &Path) -> Result<RecoverReport, ApiError> {
             .kv
             .entries
             .iter()
-            .map(|(k, e)| (k.clone(), e.value.clone()))
+            .map(|(k, e)| (k.clone(), e.value.to_vec()))
             .collect();
         (st.membership(), keys, st.locks.locks.len())
     };

@@ -313,7 +313,7 @@ type KvWatchStream =
 fn kv_entry(key: String, e: KvEntry) -> pb::KvEntry {
     pb::KvEntry {
         key,
-        value: e.value,
+        value: e.value.to_vec(),
         create_revision: e.create_revision,
         mod_revision: e.mod_revision,
         version: e.version,
@@ -495,7 +495,7 @@ impl Cluster for ClusterSvc {
             r.map(|e| pb::KvEvent {
                 revision: e.revision,
                 key: e.key,
-                value: e.value,
+                value: e.value.map(|v| v.to_vec()),
             })
             .map_err(to_status)
         });

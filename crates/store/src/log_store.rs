@@ -24,10 +24,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ekka_types::codec;
-use ekka_types::limits::MAX_ENTRY_BYTES;
+use ekka_types::limits::{MAX_APPEND_BYTES, MAX_ENTRY_BYTES};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
     AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote,
@@ -62,6 +63,8 @@ struct Inner {
     write: tokio::sync::Mutex<()>,
     /// Appends not known to be durable yet: last index -> (first index, flusher write number).
     unflushed: Mutex<BTreeMap<u64, (u64, u64)>>,
+    /// Encoded bytes of every entry written since the store was opened (see `appended_bytes`).
+    appended_bytes: AtomicU64,
     /// Last: dropped after the trees and the flusher's db handle (see `Closer`).
     closer: Option<Arc<Closer>>,
 }
@@ -110,6 +113,7 @@ impl LogStore {
                 log: db.open_tree(TREE_LOG).map_err(|e| e.to_string())?,
                 write: tokio::sync::Mutex::new(()),
                 unflushed: Mutex::new(BTreeMap::new()),
+                appended_bytes: AtomicU64::new(0),
                 closer,
             }),
         };
@@ -188,6 +192,13 @@ impl LogStore {
         self.inner.flusher.failure()
     }
 
+    /// Encoded bytes of the entries written since this store was opened, counting entries later
+    /// truncated or purged: the node snapshots when it has grown by a byte budget since the last
+    /// snapshot (`NodeConfig::snapshot_log_bytes`).
+    pub fn appended_bytes(&self) -> u64 {
+        self.inner.appended_bytes.load(Ordering::Relaxed)
+    }
+
     /// The flusher this store's db shares with the state machine.
     pub(crate) fn flusher(&self) -> &Flusher {
         &self.inner.flusher
@@ -242,7 +253,11 @@ impl LogStore {
             (Some((first, _)), Some((last, _))) => Some((first.index, last.index)),
             _ => None,
         };
+        let bytes: usize = encoded.iter().map(|(_, v)| v.len()).sum();
         let _w = self.inner.write.lock().await;
+        self.inner
+            .appended_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         for (log_id, v) in encoded {
             // One insert per entry, not a `sled::Batch`: sled seals and writes its I/O buffer
             // (a pool job, a wake-up of every idle pool thread and a `sync_file_range`) before and
@@ -297,6 +312,41 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .range::<[u8; 8], _>((Bound::Included(idx_key(start)), end))
         {
             let (_, v) = kv.map_err(|e| StorageIOError::read_logs(io_err(e)))?;
+            out.push(decode(&v).map_err(StorageIOError::read_logs)?);
+        }
+        Ok(out)
+    }
+
+    /// Replication reads entries through here: a byte budget, not only openraft's entry count,
+    /// bounds what one AppendEntries carries and what the leader holds in memory for it.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.entries_within_budget(start, end).await
+    }
+}
+
+impl LogStore {
+    /// Entries from `start` on, before `end`, as long as they stay under [`MAX_APPEND_BYTES`]
+    /// (at least one): what one AppendEntries carries.
+    async fn entries_within_budget(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for kv in self.inner.log.range(idx_key(start)..idx_key(end)) {
+            let (_, v) = kv.map_err(|e| StorageIOError::read_logs(io_err(e)))?;
+            bytes += v.len();
+            if bytes > MAX_APPEND_BYTES && !out.is_empty() {
+                break;
+            }
             out.push(decode(&v).map_err(StorageIOError::read_logs)?);
         }
         Ok(out)
@@ -545,6 +595,48 @@ pub(crate) mod tests {
         assert!(err.to_string().contains("limit"), "{err}");
         assert!(log.try_get_log_entries(0..10).await.unwrap().is_empty());
         assert!(log.inner.unflushed.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn replication_reads_stop_at_the_byte_budget_but_never_return_nothing() {
+        let (_dir, mut log) = open();
+        let big = |index| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(ekka_types::Request {
+                now_ms: 0,
+                cmd: ekka_types::Command::Kv(ekka_types::KvOp::Put {
+                    key: "k".into(),
+                    value: vec![0; MAX_APPEND_BYTES / 3],
+                }),
+            }),
+        };
+        log.write_entries((1..=10).map(big)).await.unwrap();
+        let got = log.limited_get_log_entries(1, 11).await.unwrap();
+        assert_eq!(
+            got.len(),
+            2,
+            "two entries fit the budget, a third would not"
+        );
+        assert_eq!(got[0].log_id.index, 1);
+        // One entry over the whole budget still travels, alone.
+        let huge = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 11),
+            payload: EntryPayload::Normal(ekka_types::Request {
+                now_ms: 0,
+                cmd: ekka_types::Command::Kv(ekka_types::KvOp::Put {
+                    key: "k".into(),
+                    value: vec![0; MAX_APPEND_BYTES + 1],
+                }),
+            }),
+        };
+        log.write_entries([huge]).await.unwrap();
+        assert_eq!(log.limited_get_log_entries(11, 12).await.unwrap().len(), 1);
+        assert!(log
+            .limited_get_log_entries(12, 12)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(log.appended_bytes() > 4 * MAX_APPEND_BYTES as u64);
     }
 
     #[tokio::test]

@@ -99,6 +99,15 @@ fn encode_body(body: &SnapshotBody) -> Result<Vec<u8>, AnyError> {
     Ok(data)
 }
 
+/// Runs `f` on tokio's blocking pool: encoding, decoding and copying a snapshot (up to
+/// `MAX_SNAPSHOT_BYTES`) would otherwise hold up the agent's one runtime thread, and every write
+/// with it.
+async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AnyError> + Send + 'static,
+) -> Result<T, AnyError> {
+    tokio::task::spawn_blocking(f).await.map_err(err)?
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -142,12 +151,12 @@ impl StateMachineStore {
         self.revision.subscribe()
     }
 
-    fn read_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, AnyError> {
-        let Some(meta) = self.sm.get(K_SNAP_META).map_err(err)? else {
+    fn read_snapshot(sm: &sled::Tree) -> Result<Option<Snapshot<TypeConfig>>, AnyError> {
+        let Some(meta) = sm.get(K_SNAP_META).map_err(err)? else {
             return Ok(None);
         };
         let meta: SnapshotMeta<NodeId, BasicNode> = codec::decode(&meta).map_err(err)?;
-        let Some(data) = self.sm.get(K_SNAP_DATA).map_err(err)? else {
+        let Some(data) = sm.get(K_SNAP_DATA).map_err(err)? else {
             return Err(AnyError::error("the snapshot has meta but no data"));
         };
         if data.len() > MAX_SNAPSHOT_BYTES {
@@ -177,7 +186,7 @@ impl StateMachineStore {
     async fn save_snapshot(
         &self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
-        data: &[u8],
+        data: sled::IVec,
     ) -> Result<bool, AnyError> {
         let _w = self.snapshot_write.lock().await;
         if self.persisted_last_log_id()? > meta.last_log_id {
@@ -186,7 +195,9 @@ impl StateMachineStore {
         let mut b = sled::Batch::default();
         b.insert(K_SNAP_META, codec::encode(meta).map_err(err)?);
         b.insert(K_SNAP_DATA, data);
-        self.sm.apply_batch(b).map_err(err)?;
+        // Copying a large value into sled's log is done off the runtime thread.
+        let sm = self.sm.clone();
+        off_runtime(move || sm.apply_batch(b).map_err(err)).await?;
         // Flushed before returning: a snapshot is persisted before the state machine moves on.
         self.log.flusher().flush().await.map_err(err)?;
         Ok(true)
@@ -207,7 +218,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             };
             (body, a.last_applied, a.last_membership.clone())
         };
-        let data = encode_body(&body).map_err(|e| StorageIOError::write_snapshot(None, e))?;
+        let started = std::time::Instant::now();
+        // Two copies, both made off the runtime thread: one for sled, one handed to openraft.
+        let (data, stored) = off_runtime(move || {
+            let data = encode_body(&body)?;
+            let stored = sled::IVec::from(data.as_slice());
+            Ok((data, stored))
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, e))?;
         let seq = self.snapshot_seq.fetch_add(1, Ordering::SeqCst);
         let snapshot_id = match last_applied {
             Some(l) => format!(
@@ -223,9 +242,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         };
         // When an install persisted a newer snapshot meanwhile, this one is not persisted and
         // openraft ignores it (it only takes snapshots newer than its current one).
-        self.save_snapshot(&meta, &data)
+        self.save_snapshot(&meta, stored)
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        tracing::info!(
+            index = last_applied.map(|l| l.index),
+            bytes = data.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot built"
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -318,10 +343,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
-        let data = snapshot.into_inner();
+        let raw = snapshot.into_inner();
         let bad =
             |e: String| StorageIOError::read_snapshot(Some(meta.signature()), AnyError::error(e));
-        let body = decode_body(&data).map_err(bad)?;
+        let (body, data) = off_runtime(move || {
+            let body = decode_body(&raw).map_err(AnyError::error)?;
+            Ok((body, sled::IVec::from(raw)))
+        })
+        .await
+        .map_err(|e| bad(e.to_string()))?;
         // A restart starts from the body's pointers; they must be the ones openraft installs.
         if body.last_applied != meta.last_log_id || body.last_membership != meta.last_membership {
             return Err(bad("the snapshot's data does not match its meta".into()).into());
@@ -329,7 +359,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // Persist first, then replace (never merge) the in-memory state. openraft installs only
         // snapshots newer than what was applied, so the persisted one is never newer.
         let wrote = self
-            .save_snapshot(meta, &data)
+            .save_snapshot(meta, data)
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         if !wrote {
@@ -354,7 +384,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        self.read_snapshot()
+        let sm = self.sm.clone();
+        off_runtime(move || Self::read_snapshot(&sm))
+            .await
             .map_err(|e| StorageIOError::read_snapshot(None, e).into())
     }
 }
@@ -376,10 +408,13 @@ mod tests {
     async fn a_persisted_snapshot_is_never_replaced_by_an_older_one() {
         let (_dir, db, log) = crate::log_store::tests::open_with_db();
         let sm = StateMachineStore::open(&db, log).unwrap();
-        assert!(sm.save_snapshot(&meta(5), b"five").await.unwrap());
+        assert!(sm.save_snapshot(&meta(5), b"five".into()).await.unwrap());
         // A build that took its view before an install of index 5 finished.
-        assert!(!sm.save_snapshot(&meta(3), b"three").await.unwrap());
-        assert!(sm.save_snapshot(&meta(5), b"five again").await.unwrap());
+        assert!(!sm.save_snapshot(&meta(3), b"three".into()).await.unwrap());
+        assert!(sm
+            .save_snapshot(&meta(5), b"five again".into())
+            .await
+            .unwrap());
         assert_eq!(sm.persisted_last_log_id().unwrap(), meta(5).last_log_id);
         assert_eq!(sm.sm.get(K_SNAP_DATA).unwrap().unwrap(), b"five again");
     }

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use crate::command::{Outcome, Reject};
 use crate::limits::{
@@ -32,11 +33,15 @@ pub enum KvOp {
     },
 }
 
+/// A stored value. Shared: the key's entry and its retained change hold one copy, and cloning the
+/// state for a snapshot copies no value.
+pub type Value = Arc<[u8]>;
+
 /// One stored value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvEntry {
-    #[serde(with = "b64")]
-    pub value: Vec<u8>,
+    #[serde(with = "b64_shared")]
+    pub value: Value,
     /// Revision of the put that created the key.
     pub create_revision: u64,
     /// Revision of the last put.
@@ -51,13 +56,13 @@ pub struct KvEvent {
     pub revision: u64,
     pub key: String,
     /// `None` for a delete.
-    #[serde(with = "b64_opt", default)]
-    pub value: Option<Vec<u8>>,
+    #[serde(with = "b64_shared_opt", default)]
+    pub value: Option<Value>,
 }
 
 impl KvEvent {
     fn bytes(&self) -> usize {
-        self.key.len() + self.value.as_ref().map_or(0, Vec::len)
+        self.key.len() + self.value.as_ref().map_or(0, |v| v.len())
     }
 }
 
@@ -163,15 +168,16 @@ impl KvSpace {
         }
         self.bytes = total;
         let prev_revision = old.map_or(0, |e| e.mod_revision);
+        let value: Value = Arc::from(value);
         let entry = match self.entries.get(key) {
             Some(e) => KvEntry {
-                value: value.to_vec(),
+                value: value.clone(),
                 create_revision: e.create_revision,
                 mod_revision: rev,
                 version: e.version + 1,
             },
             None => KvEntry {
-                value: value.to_vec(),
+                value: value.clone(),
                 create_revision: rev,
                 mod_revision: rev,
                 version: 1,
@@ -181,7 +187,7 @@ impl KvSpace {
         self.record(KvEvent {
             revision: rev,
             key: key.to_string(),
-            value: Some(value.to_vec()),
+            value: Some(value),
         });
         Ok(Outcome::Put { prev_revision })
     }
@@ -329,6 +335,37 @@ mod b64 {
     }
 }
 
+/// [`Value`]s, as `b64` writes bytes.
+mod b64_shared {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &super::Value, s: S) -> Result<S::Ok, S::Error> {
+        super::b64::serialize(v, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<super::Value, D::Error> {
+        super::b64::deserialize(d).map(super::Value::from)
+    }
+}
+
+mod b64_shared_opt {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize)]
+    struct Ref<'a>(#[serde(with = "super::b64")] &'a [u8]);
+
+    #[derive(Deserialize)]
+    struct Owned(#[serde(with = "super::b64")] Vec<u8>);
+
+    pub fn serialize<S: Serializer>(v: &Option<super::Value>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_deref().map(Ref).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<super::Value>, D::Error> {
+        Ok(Option::<Owned>::deserialize(d)?.map(|w| w.0.into()))
+    }
+}
+
 mod b64_opt {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -371,7 +408,7 @@ mod tests {
         );
         let e = &kv.entries["a"];
         assert_eq!((e.create_revision, e.mod_revision, e.version), (5, 7, 2));
-        assert_eq!(e.value, b"22");
+        assert_eq!(&*e.value, b"22");
         assert_eq!(kv.bytes, 3);
         assert_eq!(
             kv.apply(8, &KvOp::Delete { key: "a".into() }),
@@ -402,7 +439,7 @@ mod tests {
             })
         );
         kv.apply(5, &cas(3, Some(b"y"))).unwrap();
-        assert_eq!(kv.entries["k"].value, b"y");
+        assert_eq!(&*kv.entries["k"].value, b"y");
         kv.apply(6, &cas(5, None)).unwrap();
         assert!(kv.entries.is_empty());
     }

@@ -24,7 +24,7 @@ pub use command::{
 pub use error::{ApiError, ErrorCode};
 pub use event::{Event, EventKind};
 pub use id::{fmt_id, parse_id, ClusterId, NodeId};
-pub use kv::{KvEntry, KvEvent, KvOp, KvSpace};
+pub use kv::{KvEntry, KvEvent, KvOp, KvSpace, Value};
 pub use lock::{Lock, LockOp, LockTable, Waiter};
 pub use member::{Member, Role, Status};
 pub use state::ClusterState;

@@ -32,6 +32,15 @@ pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 /// Largest serialized log entry accepted from the disk or the network.
 pub const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
 
+/// Key and value bytes the leader's write batcher puts in one log entry (a command that is
+/// alone in its entry may be larger); keeps every batch well under [`MAX_ENTRY_BYTES`].
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Serialized log entry bytes one AppendEntries carries (always at least one entry): openraft
+/// gives an AppendEntries one heartbeat interval, and the message must stay under
+/// [`MAX_RPC_MESSAGE_BYTES`]. Entries of 64 KiB values would otherwise travel 256 at a time.
+pub const MAX_APPEND_BYTES: usize = 2 * 1024 * 1024;
+
 /// Longest cookie, in bytes.
 pub const MAX_COOKIE_BYTES: usize = 1024;
 
