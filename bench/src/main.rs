@@ -846,7 +846,10 @@ fn machine(etcd_version: Option<String>) -> report::Machine {
         cpu,
         mem_total_mib,
         etcd: etcd_version,
-        ekka_bin: proc::ekka_bin().display().to_string(),
+        ekka_bin: std::fs::canonicalize(proc::ekka_bin())
+            .unwrap_or_else(|_| proc::ekka_bin())
+            .display()
+            .to_string(),
         git,
     }
 }

@@ -30,10 +30,17 @@ pub struct Figure {
     pub what: String,
     pub unit: String,
     pub better: Better,
+    /// `null` in the JSON when nothing was measured (no operation succeeded).
+    #[serde(deserialize_with = "null_as_nan")]
     pub ekka: f64,
     pub etcd: Option<f64>,
     /// ekka / etcd; `better` says which side of 1 is good for ekka.
     pub ratio: Option<f64>,
+}
+
+/// serde_json writes a NaN as `null`; read it back as NaN.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Where the figures were taken.
@@ -457,6 +464,14 @@ mod tests {
         let s = summary(&[("lat", Better::Lower, 1.5)]);
         let back: Summary = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back.figures, s.figures);
+    }
+
+    #[test]
+    fn a_figure_with_nothing_measured_reads_back() {
+        let s = summary(&[("lat", Better::Lower, f64::NAN)]);
+        let back: Summary = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert!(back.figures[0].ekka.is_nan());
+        assert_eq!(compare(&s, &back, 10.0).regressions, Vec::<String>::new());
     }
 
     #[test]
