@@ -10,6 +10,11 @@ use ekka::ErrorCode;
 /// glibc's malloc took about 6 % of the machine's CPU in a 64-client put load (perf); with
 /// mimalloc the agents' CPU per operation fell 8 % for puts and 15 % for lock cycles
 /// (bench/results/2026-11-25-issue-5.md, "Sixth run").
+///
+/// Built with mimalloc's `no_thp` feature (Cargo.toml): otherwise mimalloc asks for transparent
+/// huge pages on its eagerly committed 1 GiB arena (`madvise(MADV_HUGEPAGE)`), and on a kernel
+/// in THP `madvise` mode every 2 MiB region it touches becomes resident: an idle agent held
+/// 41 MiB of anonymous memory instead of 2.5 MiB (bench/results/2026-12-02-lean.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

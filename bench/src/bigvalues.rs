@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use ekka_client::{Client, Outcome};
 
-use crate::proc::{du_bytes, rss_kib, Agent, COOKIE};
+use crate::proc::{du_bytes, status_kib, Agent, COOKIE};
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
 use crate::{ms, pct, wait_for};
 
 const VALUE_BYTES: usize = 64 * 1024;

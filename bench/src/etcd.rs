@@ -1,22 +1,40 @@
-//! A local etcd cluster (Debian `etcd-server`) on loopback ports, driven through its JSON gateway.
+//! A local etcd cluster (Debian `etcd-server`) on probed free loopback ports; started with
+//! retries, checked and steered through its JSON gateway.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+/// Attempts at starting a cluster before [`Etcd::start_cluster`] gives up; each with new ports
+/// and a new data dir.
+pub const START_ATTEMPTS: usize = 3;
+
+/// The pause before the next attempt, for whatever held a port or the disk to let go.
+pub const START_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// How long one attempt waits for every member to take a put.
+pub const START_DEADLINE: Duration = Duration::from_secs(30);
+
 /// A running etcd cluster; killed on drop.
 pub struct Etcd {
+    /// Data dirs and the members' stderr logs; removed on drop.
     _dir: tempfile::TempDir,
     members: Vec<Member>,
 }
 
 struct Member {
+    name: String,
+    /// Client address, `127.0.0.1:PORT`.
     client: String,
+    /// Peer address, `127.0.0.1:PORT`.
+    peer: String,
     url: String,
+    /// The member's stderr.
+    log: PathBuf,
     child: Option<Child>,
 }
 
@@ -26,10 +44,38 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-fn etcd_bin() -> PathBuf {
+/// `$ETCD_BIN`, else `etcd` on the `PATH`.
+pub fn etcd_bin() -> PathBuf {
     std::env::var_os("ETCD_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("etcd"))
+}
+
+/// The first line of `etcd --version`; an error when etcd cannot be run.
+pub fn version() -> Result<String> {
+    let bin = etcd_bin();
+    let o = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .with_context(|| {
+            format!(
+                "cannot run {} (apt-get install etcd-server, or set ETCD_BIN)",
+                bin.display()
+            )
+        })?;
+    let out = String::from_utf8_lossy(&o.stdout);
+    Ok(out
+        .lines()
+        .next()
+        .unwrap_or("etcd, version unknown")
+        .to_string())
+}
+
+/// The last `n` lines of a member's stderr log.
+fn tail(path: &Path, n: usize) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// One HTTP/1.1 POST to etcd's gateway; the body of the answer.
@@ -51,8 +97,41 @@ fn post(addr: &str, path: &str, body: &str, timeout: Duration) -> Result<String>
     Ok(body.to_string())
 }
 
+/// A failure to run the etcd binary at all: [`Etcd::start_cluster`] does not retry it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot run {bin}: {source}")]
+pub struct NotRunnable {
+    bin: String,
+    source: std::io::Error,
+}
+
 impl Etcd {
-    pub async fn start_cluster(n: usize) -> Result<Etcd> {
+    /// Starts an n-member cluster, retrying a failed start up to [`START_ATTEMPTS`] times (a
+    /// probed port taken meanwhile, a slow machine); `note` hears of each failed attempt. A
+    /// missing etcd binary is not retried.
+    pub async fn start_cluster(n: usize, mut note: impl FnMut(String)) -> Result<Etcd> {
+        let mut errors = Vec::new();
+        for attempt in 1..=START_ATTEMPTS {
+            match Self::start_once(n).await {
+                Ok(e) => return Ok(e),
+                Err(err) if err.is::<NotRunnable>() => return Err(err),
+                Err(err) => {
+                    note(format!(
+                        "etcd: start attempt {attempt}/{START_ATTEMPTS} failed: {err:#}"
+                    ));
+                    errors.push(format!("{err:#}"));
+                    tokio::time::sleep(START_RETRY_PAUSE).await;
+                }
+            }
+        }
+        bail!(
+            "etcd cluster did not start in {START_ATTEMPTS} attempts; last: {}",
+            errors.last().map_or("", |e| e.as_str())
+        )
+    }
+
+    /// One attempt at starting an n-member cluster: ready once every member takes a put.
+    pub async fn start_once(n: usize) -> Result<Etcd> {
         tokio::task::spawn_blocking(move || Self::start_blocking(n)).await?
     }
 
@@ -68,6 +147,7 @@ impl Etcd {
             .collect();
         let mut members = Vec::new();
         for (i, (c, p)) in ports.iter().enumerate() {
+            let log = dir.path().join(format!("e{i}.log"));
             let child = Command::new(etcd_bin())
                 .args(["--name", &format!("e{i}")])
                 .arg("--data-dir")
@@ -88,39 +168,56 @@ impl Etcd {
                 ])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(std::fs::File::create(&log)?)
                 .spawn()
-                .context("etcd is not installed (apt-get install etcd-server)")?;
+                .map_err(|source| NotRunnable {
+                    bin: etcd_bin().display().to_string(),
+                    source,
+                })?;
             members.push(Member {
+                name: format!("e{i}"),
                 client: format!("127.0.0.1:{c}"),
+                peer: format!("127.0.0.1:{p}"),
                 url: format!("http://127.0.0.1:{c}"),
+                log,
                 child: Some(child),
             });
         }
-        let e = Etcd { _dir: dir, members };
+        let mut e = Etcd { _dir: dir, members };
         let t0 = Instant::now();
-        while !(0..n).all(|i| e.put(i, "ready", "1").is_ok()) {
-            if t0.elapsed() > Duration::from_secs(30) {
-                bail!("etcd cluster did not become healthy");
+        loop {
+            let waiting: Vec<(usize, anyhow::Error)> = (0..n)
+                .filter_map(|i| e.put(i, "ready", "1").err().map(|err| (i, err)))
+                .collect();
+            if waiting.is_empty() {
+                return Ok(e);
+            }
+            for m in &mut e.members {
+                let exited = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                if let Some(status) = exited {
+                    bail!(
+                        "etcd member {} (client {}, peer {}) exited with {status}; its stderr ends:\n{}",
+                        m.name,
+                        m.client,
+                        m.peer,
+                        tail(&m.log, 8)
+                    );
+                }
+            }
+            if t0.elapsed() > START_DEADLINE {
+                let (i, err) = &waiting[0];
+                let m = &e.members[*i];
+                bail!(
+                    "etcd cluster not healthy within {START_DEADLINE:?}: {} of {n} members take no put; member {} (client {}, peer {}): {err:#}; its stderr ends:\n{}",
+                    waiting.len(),
+                    m.name,
+                    m.client,
+                    m.peer,
+                    tail(&m.log, 8)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(e)
-    }
-
-    pub fn version(&self) -> String {
-        Command::new(etcd_bin())
-            .arg("--version")
-            .output()
-            .ok()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string()
-            })
-            .unwrap_or_default()
     }
 
     /// A client URL of the first member.
@@ -184,29 +281,23 @@ impl Etcd {
         bail!("no etcd leader found")
     }
 
-    /// Kill the leader of a fresh cluster, time until a put on a survivor succeeds; per trial.
-    pub async fn failover_trials(&self, trials: usize) -> Result<Vec<f64>> {
-        tokio::task::spawn_blocking(move || {
-            let mut v = Vec::new();
-            for _ in 0..trials {
-                let mut e = Self::start_blocking(3)?;
-                let l = e.leader()?;
-                if let Some(mut c) = e.members[l].child.take() {
-                    c.kill()?;
-                    let _ = c.wait();
-                }
-                let t0 = Instant::now();
-                let s = (l + 1) % 3;
-                while e.put(s, "k", "v").is_err() {
-                    if t0.elapsed() > Duration::from_secs(30) {
-                        bail!("etcd did not recover");
-                    }
-                }
-                v.push(t0.elapsed().as_secs_f64() * 1000.0);
-            }
-            Ok(v)
-        })
-        .await?
+    /// The current leader's index and the client address of the member after it, which
+    /// survives when the leader is killed.
+    pub fn leader_and_survivor(&self) -> Result<(usize, String)> {
+        let l = self.leader()?;
+        Ok((l, self.members[(l + 1) % self.members.len()].client.clone()))
+    }
+
+    /// SIGKILLs member `i`; the instant the signal was sent.
+    pub fn kill(&mut self, i: usize) -> Result<Instant> {
+        let mut c = self.members[i]
+            .child
+            .take()
+            .context("member already gone")?;
+        c.kill()?; // SIGKILL
+        let t0 = Instant::now();
+        let _ = c.wait();
+        Ok(t0)
     }
 }
 

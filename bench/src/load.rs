@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use ekka_client::Client;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{ms, pct};
+use crate::ms;
 
 /// Generated etcd v3 client (just the RPCs driven here).
 #[allow(clippy::all, missing_docs)]
@@ -42,6 +42,11 @@ impl LoadResult {
     /// Server CPU per operation, microseconds: the cost of one operation to the whole cluster.
     pub fn cpu_us_per_op(&self) -> f64 {
         self.server_cpu * 1e6 / self.ops.max(1) as f64
+    }
+
+    /// The clients' (this process's) CPU per operation, microseconds.
+    pub fn client_cpu_us_per_op(&self) -> f64 {
+        self.client_cpu * 1e6 / self.ops.max(1) as f64
     }
 }
 
@@ -250,27 +255,4 @@ impl Target {
             }
         }
     }
-}
-
-/// The throughput ratio ekka/etcd, and the ratio of the servers' CPU per operation.
-pub fn ratios(what: &str, clients: usize, ours: &LoadResult, theirs: &LoadResult) {
-    println!(
-        "ratio ekka/etcd {what} throughput, {clients} clients: {:.2}  (servers' CPU per op: {:.2})",
-        ours.per_sec() / theirs.per_sec(),
-        ours.cpu_us_per_op() / theirs.cpu_us_per_op()
-    );
-}
-
-/// One line per result: throughput, p50, p99, errors, the servers' CPU per operation.
-pub fn report(what: &str, r: &LoadResult) {
-    println!(
-        "{what}: {:.0} ops/s  p50 {:.2} ms  p99 {:.2} ms  ({} ops, {} errors)  CPU per op: servers {:.0} us, client {:.0} us",
-        r.per_sec(),
-        pct(&r.lat, 0.5),
-        pct(&r.lat, 0.99),
-        r.ops,
-        r.errors,
-        r.cpu_us_per_op(),
-        r.client_cpu * 1e6 / r.ops.max(1) as f64
-    );
 }

@@ -1,23 +1,118 @@
 //! `ekka-bench`: measures a release `ekka` binary on this machine and runs etcd (Debian
-//! `etcd-server`) side by side where there is a peer figure, printing each figure and the ratio.
-//! Not a test: nothing here asserts a timing.
-//!
-//! Run: `cargo build --release && cargo run --release -p ekka-bench -- [--trials N] [--only up|join|failover|detect|replace|etcd|autocluster|rss|data|bigvalues] [--secs S]
-//! [--clients 1,16,64]` (`--secs` and `--clients`: the data load; `bigvalues`, which only runs
-//! when asked for, takes one client count, 32 by default, and 30 s by default)
+//! `etcd-server`) side by side where there is a peer figure, printing each figure and the ratio;
+//! `--out` writes the run as Markdown and a JSON summary, `--compare` sets it against an earlier
+//! summary. Not a test: nothing here asserts a timing. `ekka-bench --help` lists the options.
 
 mod bigvalues;
 mod etcd;
 mod load;
 mod proc;
+mod report;
 
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
 use ekka_client::{Client, Outcome};
 use ekka_types::Status;
 
 use crate::proc::{Agent, COOKIE};
+use crate::report::{Better, Report};
+
+/// Measures a release `ekka` binary, and etcd beside it where there is a peer figure.
+///
+/// One invocation without `--only` runs every figure. The ekka binary is `$EKKA_BIN`, else
+/// `target/release/ekka` of this workspace; etcd is `$ETCD_BIN`, else `etcd` on the PATH, and
+/// its rows are skipped (ratios absent) when it cannot be run.
+///
+/// Exit status: 0 when every figure group ran; 1 when one failed (the others still ran and the
+/// report is still written); 2 on a usage error; 3 when `--fail-on-regression` is given and
+/// `--compare` found a regression.
+#[derive(Parser, Debug)]
+#[command(name = "ekka-bench", version)]
+struct Args {
+    /// Trials per timed figure (`ekka up`, autocluster and etcd's formation take at most 10).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    trials: u32,
+
+    /// Run only these figure groups (comma-separated); every group when absent.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Group>,
+
+    /// Seconds per data-load case (after a warm-up of a tenth of it).
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
+
+    /// Client counts of the data load, comma-separated, each from 1 to 64.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    clients: Vec<u16>,
+
+    /// Agents in the large idle cluster of the `rss` group (beside the 3-node one); 0 skips it.
+    #[arg(long, default_value_t = 50)]
+    rss_nodes: usize,
+
+    /// Clients of the `bigvalues` group.
+    #[arg(long, default_value_t = 32)]
+    big_clients: usize,
+
+    /// Seconds of the `bigvalues` group.
+    #[arg(long, default_value_t = 30.0)]
+    big_secs: f64,
+
+    /// Write the report to OUT.md and the summary to OUT.json, e.g.
+    /// `bench/results/2026-12-02-quiet` (directories are created).
+    #[arg(long, value_name = "OUT")]
+    out: Option<PathBuf>,
+
+    /// An earlier summary (.json) to compare with: each figure's change, regressions flagged.
+    #[arg(long, value_name = "PREVIOUS.json")]
+    compare: Option<PathBuf>,
+
+    /// Change in percent beyond which a figure that got worse counts as a regression.
+    #[arg(long, default_value_t = 10.0, value_name = "PCT")]
+    threshold: f64,
+
+    /// Exit with status 3 when `--compare` found a regression.
+    #[arg(long, requires = "compare")]
+    fail_on_regression: bool,
+}
+
+/// Figure groups, in the order they run.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Group {
+    /// `ekka up` formation of 3 and 5 nodes; etcd: 3 members until each takes a put.
+    Up,
+    /// Join latency to a 1-node seed.
+    Join,
+    /// Leader SIGKILL until a write through a survivor is acknowledged, ekka and etcd.
+    Failover,
+    /// A follower killed, stopped or cut off until the leader shows it down.
+    Detect,
+    /// A down voter replaced by a learner.
+    Replace,
+    /// Idle RSS per agent (3 nodes, and `--rss-nodes`), etcd's per member.
+    Rss,
+    /// Agents started at once find each other (static seeds; etcd discovery).
+    Autocluster,
+    /// Locks and puts at `--clients` closed-loop clients, acquire latency, CPU per operation.
+    Data,
+    /// 64 KiB values overwritten: RSS, data dir size and put latency around snapshots (ekka
+    /// only; runs only when named in `--only`).
+    Bigvalues,
+}
+
+/// The pause after a failed write while waiting for the first acknowledged one, so the loop
+/// does not take a core from the cluster it waits for.
+const FAILOVER_RETRY_PAUSE: Duration = Duration::from_millis(1);
+
+/// The longest one write may take in the failover loop before it is abandoned and retried.
+const FAILOVER_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a cluster sits idle before its RSS is read.
+const RSS_IDLE: Duration = Duration::from_secs(3);
 
 fn pct(v: &[f64], p: f64) -> f64 {
     let mut s = v.to_vec();
@@ -31,17 +126,6 @@ fn pct(v: &[f64], p: f64) -> f64 {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn line(what: &str, v: &[f64], unit: &str) {
-    println!(
-        "{what:<48} n={:<3} p50={:>8.1}{unit} p99={:>8.1}{unit} min={:>8.1}{unit} max={:>8.1}{unit}",
-        v.len(),
-        pct(v, 0.5),
-        pct(v, 0.99),
-        pct(v, 0.0),
-        pct(v, 1.0)
-    );
 }
 
 async fn wait_for<F, Fut>(limit: Duration, mut f: F) -> Result<Duration>
@@ -113,7 +197,7 @@ async fn form_with(
         }
     }
     let c = Client::new(&seed, COOKIE)?;
-    wait_for(Duration::from_secs(30), || async {
+    wait_for(Duration::from_secs(30 + n as u64), || async {
         c.status()
             .await
             .is_ok_and(|s| s.members.len() == n && s.members.iter().all(|m| m.status == Status::Up))
@@ -122,28 +206,50 @@ async fn form_with(
     Ok((agents, t0.elapsed()))
 }
 
-/// Returns the 3-node p50.
-async fn bench_up(trials: usize) -> Result<f64> {
-    let mut p50 = f64::NAN;
+/// `ekka up --nodes 3` and 5; etcd's 3 members until each takes a put (one start attempt each,
+/// a failed one is reported and not counted).
+async fn bench_up(trials: usize, etcd_ok: bool, rep: &mut Report) -> Result<()> {
+    let mut up = Vec::new();
     for n in [3usize, 5] {
         let mut v = Vec::new();
         for _ in 0..trials.min(10) {
             let d = tempfile::tempdir()?;
             v.push(ms(proc::time_up(d.path(), n).await?));
         }
-        line(
-            &format!("ekka up --nodes {n}: spawned -> formed (ms)"),
-            &v,
-            "ms",
-        );
-        if n == 3 {
-            p50 = pct(&v, 0.5);
+        up.push(v);
+    }
+    let mut formed = Vec::new();
+    if etcd_ok {
+        for _ in 0..trials.min(10) {
+            let t0 = Instant::now();
+            match etcd::Etcd::start_once(3).await {
+                Ok(e) => {
+                    formed.push(ms(t0.elapsed()));
+                    drop(e);
+                }
+                Err(err) => rep.say(format!("etcd: a start failed, not counted: {err:#}")),
+            }
         }
     }
-    Ok(p50)
+    let etcd = (!formed.is_empty()).then_some(&formed[..]);
+    rep.dist(
+        "up.formed3_ms",
+        "3 nodes: spawned -> formed",
+        "ms",
+        &up[0],
+        etcd,
+    );
+    rep.dist(
+        "up.formed5_ms",
+        "5 nodes: spawned -> formed",
+        "ms",
+        &up[1],
+        None,
+    );
+    Ok(())
 }
 
-async fn bench_join(trials: usize) -> Result<()> {
+async fn bench_join(trials: usize, rep: &mut Report) -> Result<()> {
     let d = tempfile::tempdir()?;
     let seed = Agent::start(d.path(), "seed").await?;
     let mut joiner = Agent::start(d.path(), "j").await?;
@@ -155,50 +261,117 @@ async fn bench_join(trials: usize) -> Result<()> {
         v.push(ms(t0.elapsed()));
         c.leave().await.context("leave")?;
     }
-    line("cluster join latency, 1-node seed (ms)", &v, "ms");
+    rep.dist(
+        "join_ms",
+        "cluster join latency, 1-node seed",
+        "ms",
+        &v,
+        None,
+    );
     joiner.kill();
     Ok(())
 }
 
-/// Kills the leader of a 3-node cluster; measures until a survivor reports a new leader, and
-/// until the old leader is shown down. Returns the first figure's p50.
-async fn bench_failover(trials: usize) -> Result<f64> {
-    let mut elect = Vec::new();
-    let mut down = Vec::new();
-    for _ in 0..trials {
-        let d = tempfile::tempdir()?;
-        let (mut agents, _) = form(d.path(), 3).await?;
-        let c = Client::new(&agents[0].addr, COOKIE)?;
-        let s = c.status().await?;
-        let old = s.leader.clone().context("no leader")?;
-        let term = s.term;
-        let idx = agents
-            .iter()
-            .position(|a| a.name == old)
-            .context("leader agent")?;
-        let survivor = agents[(idx + 1) % 3].addr.clone();
-        let sc = Client::new(&survivor, COOKIE)?;
-        agents[idx].kill();
-        let t0 = Instant::now();
-        wait_for(Duration::from_secs(20), || async {
-            sc.status()
-                .await
-                .is_ok_and(|s| s.term > term && s.leader.as_deref().is_some_and(|l| l != old))
-        })
-        .await?;
-        elect.push(ms(t0.elapsed()));
-        wait_member(&sc, &old, Duration::from_secs(20), |m| {
-            m.status == Status::Down
-        })
-        .await?;
-        down.push(ms(t0.elapsed()));
+/// Writes through `write` until one is acknowledged (each attempt at most
+/// [`FAILOVER_WRITE_TIMEOUT`], [`FAILOVER_RETRY_PAUSE`] after a failed one); the time since `t0`.
+/// The same loop for ekka and etcd.
+async fn first_ack<F, Fut, T>(t0: Instant, limit: Duration, mut write: F) -> Result<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    loop {
+        if let Ok(Ok(_)) = tokio::time::timeout(FAILOVER_WRITE_TIMEOUT, write()).await {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > limit {
+            bail!("no write acknowledged within {limit:?} of the kill");
+        }
+        tokio::time::sleep(FAILOVER_RETRY_PAUSE).await;
     }
-    line("leader SIGKILL -> new leader in status (ms)", &elect, "ms");
-    line("leader SIGKILL -> old leader shown down (ms)", &down, "ms");
-    Ok(pct(&elect, 0.5))
 }
 
-async fn bench_detect(trials: usize) -> Result<()> {
+/// One ekka trial: a fresh 3-node cluster, its leader SIGKILLed; until a put through a survivor
+/// is acknowledged, and until the survivor shows the old leader down.
+async fn ekka_failover_once() -> Result<(f64, f64)> {
+    let d = tempfile::tempdir()?;
+    let (mut agents, _) = form(d.path(), 3).await?;
+    let old = leader_of(
+        &Client::new(&agents[0].addr, COOKIE)?,
+        Duration::from_secs(20),
+    )
+    .await?;
+    let idx = agents
+        .iter()
+        .position(|a| a.name == old)
+        .context("leader agent")?;
+    let sc = Client::new(&agents[(idx + 1) % 3].addr, COOKIE)?;
+    sc.kv_put("failover", b"before".to_vec())
+        .await
+        .context("a put before the kill")?;
+    agents[idx].kill();
+    let t0 = Instant::now();
+    let acked = first_ack(t0, Duration::from_secs(30), || async {
+        Ok(sc.kv_put("failover", b"after".to_vec()).await?)
+    })
+    .await?;
+    wait_member(&sc, &old, Duration::from_secs(20), |m| {
+        m.status == Status::Down
+    })
+    .await?;
+    Ok((ms(acked), ms(t0.elapsed())))
+}
+
+/// One etcd trial, the same measure: a fresh 3-member cluster, its leader SIGKILLed; until a
+/// put through a survivor is acknowledged.
+async fn etcd_failover_once(rep: &mut Report) -> Result<f64> {
+    let mut e = etcd::Etcd::start_cluster(3, |m| rep.say(m)).await?;
+    // The leader is found over the JSON gateway (blocking, short).
+    let (leader, survivor) = tokio::task::block_in_place(|| e.leader_and_survivor())?;
+    let c = load::EtcdGrpc::connect(&survivor).await?;
+    c.put(b"failover", b"before")
+        .await
+        .context("a put before the kill")?;
+    let t0 = e.kill(leader)?;
+    let acked = first_ack(t0, Duration::from_secs(30), || c.put(b"failover", b"after")).await?;
+    drop(e);
+    Ok(ms(acked))
+}
+
+async fn bench_failover(trials: usize, etcd_ok: bool, rep: &mut Report) -> Result<()> {
+    let (mut acked, mut down) = (Vec::new(), Vec::new());
+    for _ in 0..trials {
+        let (a, d) = ekka_failover_once().await?;
+        acked.push(a);
+        down.push(d);
+    }
+    let mut theirs = Vec::new();
+    if etcd_ok {
+        for _ in 0..trials {
+            match etcd_failover_once(rep).await {
+                Ok(v) => theirs.push(v),
+                Err(err) => rep.say(format!("etcd failover trial failed, not counted: {err:#}")),
+            }
+        }
+    }
+    rep.dist(
+        "failover.write_acked_ms",
+        "leader SIGKILL -> write through a survivor acked",
+        "ms",
+        &acked,
+        (!theirs.is_empty()).then_some(&theirs[..]),
+    );
+    rep.dist(
+        "failover.old_leader_down_ms",
+        "leader SIGKILL -> old leader shown down",
+        "ms",
+        &down,
+        None,
+    );
+    Ok(())
+}
+
+async fn bench_detect(trials: usize, rep: &mut Report) -> Result<()> {
     let mut v = Vec::new();
     let d = tempfile::tempdir()?;
     let (mut agents, _) = form(d.path(), 3).await?;
@@ -223,7 +396,13 @@ async fn bench_detect(trials: usize) -> Result<()> {
         })
         .await?;
     }
-    line("follower SIGKILL -> shown down (ms)", &v, "ms");
+    rep.dist(
+        "detect.sigkill_ms",
+        "follower SIGKILL -> shown down",
+        "ms",
+        &v,
+        None,
+    );
 
     // Cut off: the process stays but answers nothing (SIGSTOP), as with cut links.
     let mut cut = Vec::new();
@@ -242,7 +421,13 @@ async fn bench_detect(trials: usize) -> Result<()> {
         })
         .await?;
     }
-    line("follower cut off (SIGSTOP) -> shown down (ms)", &cut, "ms");
+    rep.dist(
+        "detect.sigstop_ms",
+        "follower cut off (SIGSTOP) -> shown down",
+        "ms",
+        &cut,
+        None,
+    );
     drop(agents);
 
     // Cut off by the network: each agent is reached by its peers only through a loopback proxy
@@ -298,17 +483,19 @@ async fn bench_detect(trials: usize) -> Result<()> {
             .await
             .context("the victim up after the heal")?;
     }
-    line(
-        "follower cut off (links cut) -> shown down (ms)",
-        &cut_net,
+    rep.dist(
+        "detect.links_cut_ms",
+        "follower cut off (links cut) -> shown down",
         "ms",
+        &cut_net,
+        None,
     );
     Ok(())
 }
 
 /// 3 voters and a learner with `--replace-down-voter-after 1s`: kill a voter that does not lead;
 /// time until the learner holds its seat (the 1 s delay included), per trial.
-async fn bench_replace(trials: usize) -> Result<()> {
+async fn bench_replace(trials: usize, rep: &mut Report) -> Result<()> {
     let d = tempfile::tempdir()?;
     let flags = ["--replace-down-voter-after".to_string(), "1s".to_string()];
     let (mut agents, _) = form_with(d.path(), 4, &flags).await?;
@@ -356,10 +543,12 @@ async fn bench_replace(trials: usize) -> Result<()> {
         })
         .await?;
     }
-    line(
-        "voter SIGKILL -> learner seated, 1s delay incl. (ms)",
-        &v,
+    rep.dist(
+        "replace.learner_seated_ms",
+        "voter SIGKILL -> learner seated, 1s delay incl.",
         "ms",
+        &v,
+        None,
     );
     Ok(())
 }
@@ -405,190 +594,163 @@ async fn autocluster_once(n: usize, strategy: &str, flags: &[String]) -> Result<
     Ok(ms(t0.elapsed()))
 }
 
-async fn bench_autocluster(trials: usize, etcd_url: Option<&str>) -> Result<()> {
+async fn bench_autocluster(trials: usize, etcd_url: Option<&str>, rep: &mut Report) -> Result<()> {
     for n in [3usize, 5, 10] {
         let mut v = Vec::new();
         for _ in 0..trials.min(10) {
             v.push(autocluster_once(n, "static", &[]).await?);
         }
-        line(
-            &format!("autocluster static, {n} agents at once -> formed (ms)"),
-            &v,
+        rep.dist(
+            &format!("autocluster.static{n}_ms"),
+            &format!("autocluster static, {n} agents at once -> formed"),
             "ms",
+            &v,
+            None,
         );
     }
-    if let Some(url) = etcd_url {
-        for n in [3usize, 5, 10] {
-            let mut v = Vec::new();
-            for t in 0..trials.min(10) {
-                let args: Vec<String> = [
-                    "--etcd-endpoints",
-                    url,
-                    "--etcd-cluster",
-                    &format!("bench-{n}-{t}"),
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                v.push(autocluster_once(n, "etcd", &args).await?);
-            }
-            line(
-                &format!("autocluster etcd, {n} agents at once -> formed (ms)"),
-                &v,
-                "ms",
-            );
+    let Some(url) = etcd_url else {
+        rep.say("autocluster with etcd discovery: not measured (no etcd)");
+        return Ok(());
+    };
+    for n in [3usize, 5, 10] {
+        let mut v = Vec::new();
+        for t in 0..trials.min(10) {
+            let args: Vec<String> = [
+                "--etcd-endpoints",
+                url,
+                "--etcd-cluster",
+                &format!("bench-{n}-{t}"),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            v.push(autocluster_once(n, "etcd", &args).await?);
         }
+        rep.dist(
+            &format!("autocluster.etcd{n}_ms"),
+            &format!("autocluster etcd discovery, {n} agents at once -> formed"),
+            "ms",
+            &v,
+            None,
+        );
     }
     Ok(())
 }
 
-async fn bench_rss(etcd: &Option<etcd::Etcd>) -> Result<()> {
+/// `field` of `/proc/<pid>/status` of each pid, MiB.
+fn status_mib(pids: &[u32], field: &str) -> Vec<f64> {
+    pids.iter()
+        .map(|&p| proc::status_kib(p, field) as f64 / 1024.0)
+        .collect()
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Idle RSS per agent of a 3-node cluster (etcd's per member beside it) and of an
+/// `nodes_large`-node one: mean and max of `VmRSS`, and the mean of its anonymous part
+/// (`RssAnon`: heap and stacks, private to the process; the rest is mostly the binary's pages,
+/// shared by every process that maps it).
+async fn bench_rss(etcd: Option<&etcd::Etcd>, nodes_large: usize, rep: &mut Report) -> Result<()> {
     let d = tempfile::tempdir()?;
     let (agents, _) = form(d.path(), 3).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await; // idle, as the figure says
-    let rss: Vec<f64> = agents
-        .iter()
-        .map(|a| proc::rss_kib(a.pid()) as f64 / 1024.0)
-        .collect();
-    line("idle RSS per ekka agent, 3-node cluster (MiB)", &rss, "M");
-    if let Some(e) = etcd {
-        let er: Vec<f64> = e
-            .pids()
-            .iter()
-            .map(|p| proc::rss_kib(*p) as f64 / 1024.0)
-            .collect();
-        line("idle RSS per etcd member, 3-node cluster (MiB)", &er, "M");
-        println!(
-            "ratio ekka/etcd RSS p50: {:.2}",
-            pct(&rss, 0.5) / pct(&er, 0.5)
-        );
-    }
-    Ok(())
-}
-
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let trials = args
-        .iter()
-        .position(|a| a == "--trials")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20usize);
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
-    let want = |name: &str| only.as_deref().is_none_or(|o| o == name);
-    println!("ekka binary: {}", proc::ekka_bin().display());
-    println!(
-        "machine: {} cores",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    let mut up3_p50 = None;
-    if want("up") {
-        up3_p50 = Some(bench_up(trials).await?);
-    }
-    if want("join") {
-        bench_join(trials).await?;
-    }
-    let mut failover_p50 = None;
-    if want("failover") {
-        failover_p50 = Some(bench_failover(trials).await?);
-    }
-    if want("detect") {
-        bench_detect(trials).await?;
-    }
-    if want("replace") {
-        bench_replace(trials).await?;
-    }
-    if only.as_deref() == Some("bigvalues") {
-        let secs = args
-            .iter()
-            .position(|a| a == "--secs")
-            .and_then(|i| args.get(i + 1))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(30.0f64);
-        let clients = args
-            .iter()
-            .position(|a| a == "--clients")
-            .and_then(|i| args.get(i + 1))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(32usize);
-        return bigvalues::bench(secs, clients).await;
-    }
-    if !(want("etcd") || want("rss") || want("autocluster") || want("data")) {
+    tokio::time::sleep(RSS_IDLE).await; // idle, as the figure says
+    let pids: Vec<u32> = agents.iter().map(|a| a.pid()).collect();
+    let etcd_pids = etcd.map(|e| e.pids());
+    rss_figures(rep, 3, &pids, etcd_pids.as_deref());
+    drop(agents);
+    if nodes_large == 0 {
         return Ok(());
     }
-    let etcd = match etcd::Etcd::start_cluster(3).await {
-        Ok(e) => Some(e),
-        Err(err) => {
-            println!("etcd: not measured ({err:#})");
-            None
-        }
-    };
-    if let (Some(e), true) = (&etcd, want("etcd")) {
-        println!("etcd: {}", e.version());
-        let mut formed = Vec::new();
-        for _ in 0..trials.min(10) {
-            let t0 = Instant::now();
-            drop(etcd::Etcd::start_cluster(3).await?);
-            formed.push(ms(t0.elapsed()));
-        }
-        line(
-            "etcd 3 members: spawned -> every member takes a put (ms)",
-            &formed,
-            "ms",
-        );
-        let f = e.failover_trials(trials.min(10)).await?;
-        line("etcd leader SIGKILL -> put succeeds (ms)", &f, "ms");
-        if let Some(ours) = &failover_p50 {
-            println!(
-                "ratio ekka/etcd failover p50 (new leader vs put after failover): {:.2}",
-                ours / pct(&f, 0.5)
-            );
-        }
-        if let Some(ours) = &up3_p50 {
-            println!(
-                "ratio ekka/etcd 3-node formation p50: {:.2}",
-                ours / pct(&formed, 0.5)
-            );
-        }
-    }
-    if want("autocluster") {
-        bench_autocluster(trials, etcd.as_ref().map(|e| e.url())).await?;
-    }
-    if want("rss") {
-        bench_rss(&etcd).await?;
-    }
-    if want("data") {
-        let secs = args
-            .iter()
-            .position(|a| a == "--secs")
-            .and_then(|i| args.get(i + 1))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(5.0f64);
-        let clients: Vec<usize> = match args.iter().position(|a| a == "--clients") {
-            None => vec![1, 16, 64],
-            Some(i) => args
-                .get(i + 1)
-                .and_then(|l| l.split(',').map(|c| c.parse().ok()).collect())
-                .filter(|v: &Vec<usize>| !v.is_empty() && v.iter().all(|&c| (1..=64).contains(&c)))
-                .context("--clients: a comma-separated list of counts from 1 to 64")?,
-        };
-        bench_data(etcd.as_ref(), secs, &clients).await?;
-    }
+    let d = tempfile::tempdir()?;
+    let (agents, took) = form(d.path(), nodes_large).await?;
+    rep.say(format!(
+        "{nodes_large}-node cluster formed by joins in {:.1} s",
+        took.as_secs_f64()
+    ));
+    tokio::time::sleep(RSS_IDLE).await;
+    let pids: Vec<u32> = agents.iter().map(|a| a.pid()).collect();
+    rss_figures(rep, nodes_large, &pids, None);
     Ok(())
 }
 
-/// Locks and puts at 1, 16 and 64 clients on a 3-node ekka cluster and a 3-node etcd cluster,
-/// clients on each leader, one workload at a time; prints both and the ratio ekka/etcd.
-async fn bench_data(etcd: Option<&etcd::Etcd>, secs: f64, clients: &[usize]) -> Result<()> {
+/// Prints and keeps the RSS figures `rss.nN.*` of an idle N-node cluster.
+fn rss_figures(rep: &mut Report, n: usize, pids: &[u32], etcd: Option<&[u32]>) {
+    let rss = status_mib(pids, "VmRSS");
+    let anon = status_mib(pids, "RssAnon");
+    let e_rss = etcd.map(|p| status_mib(p, "VmRSS"));
+    let e_anon = etcd.map(|p| status_mib(p, "RssAnon"));
+    rep.dist_line_only(
+        &format!("idle RSS per ekka agent, {n}-node cluster (MiB)"),
+        &rss,
+        "M",
+    );
+    rep.say(format!(
+        "  of which anonymous (RssAnon) mean {:.1} MiB, file-backed (RssFile) mean {:.1} MiB",
+        mean(&anon),
+        mean(&status_mib(pids, "RssFile"))
+    ));
+    if let (Some(er), Some(ea)) = (&e_rss, &e_anon) {
+        rep.dist_line_only(
+            &format!("idle RSS per etcd member, {n}-node cluster (MiB)"),
+            er,
+            "M",
+        );
+        rep.say(format!(
+            "  of which anonymous (RssAnon) mean {:.1} MiB",
+            mean(ea)
+        ));
+        rep.say(format!(
+            "ratio ekka/etcd RSS, {n} nodes: mean {:.2}  max {:.2}  anonymous mean {:.2}",
+            mean(&rss) / mean(er),
+            pct(&rss, 1.0) / pct(er, 1.0),
+            mean(&anon) / mean(ea)
+        ));
+    }
+    let what = format!("idle RSS per agent, {n}-node cluster");
+    let figures: [(&str, &str, f64, Option<f64>); 3] = [
+        ("mean_mib", "mean", mean(&rss), e_rss.as_deref().map(mean)),
+        (
+            "max_mib",
+            "max",
+            pct(&rss, 1.0),
+            e_rss.as_deref().map(|v| pct(v, 1.0)),
+        ),
+        (
+            "anon_mean_mib",
+            "anonymous part, mean",
+            mean(&anon),
+            e_anon.as_deref().map(mean),
+        ),
+    ];
+    for (suffix, label, ours, theirs) in figures {
+        rep.value(
+            &format!("rss.n{n}.{suffix}"),
+            &format!("{what}, {label}"),
+            "MiB",
+            Better::Lower,
+            ours,
+            theirs,
+        );
+    }
+}
+
+/// Locks and puts at each client count on a 3-node ekka cluster and a 3-node etcd cluster,
+/// clients on each leader, one workload at a time; both and the ratio ekka/etcd.
+async fn bench_data(
+    etcd: Option<&etcd::Etcd>,
+    secs: f64,
+    clients: &[u16],
+    rep: &mut Report,
+) -> Result<()> {
     let d = tempfile::tempdir()?;
     let (agents, _) = form(d.path(), 3).await?;
-    let s = Client::new(&agents[0].addr, COOKIE)?.status().await?;
-    let leader = s.leader.context("no ekka leader")?;
+    let leader = leader_of(
+        &Client::new(&agents[0].addr, COOKIE)?,
+        Duration::from_secs(20),
+    )
+    .await?;
     let laddr = agents
         .iter()
         .find(|a| a.name == leader)
@@ -602,7 +764,7 @@ async fn bench_data(etcd: Option<&etcd::Etcd>, secs: f64, clients: &[usize]) -> 
     let ekka = load::Target::Ekka(ekka_clients, agents.iter().map(|a| a.pid()).collect());
     let etcd = match etcd {
         Some(e) => {
-            let ep = e.leader_endpoint()?;
+            let ep = tokio::task::block_in_place(|| e.leader_endpoint())?;
             let mut cs = Vec::new();
             for i in 0..64 {
                 let c = if i < 4 {
@@ -618,40 +780,222 @@ async fn bench_data(etcd: Option<&etcd::Etcd>, secs: f64, clients: &[usize]) -> 
         }
         None => None,
     };
-    println!("data load: {secs} s per case, 3 nodes each, clients on the leader");
+    rep.say(format!(
+        "data load: {secs} s per case, 3 nodes each, clients on the leader"
+    ));
     // In microseconds: the goal (under 1 ms) needs more than 0.1 ms resolution.
     let us = |v: Vec<f64>| v.into_iter().map(|ms| ms * 1000.0).collect::<Vec<_>>();
     let a = us(ekka.acquire_latency(secs).await?);
-    line("ekka lock acquire, 1 client (us)", &a, "us");
-    if let Some(e) = &etcd {
-        let b = us(e.acquire_latency(secs).await?);
-        line("etcd lock acquire, 1 client (us)", &b, "us");
-        println!(
-            "ratio ekka/etcd acquire p50: {:.2}",
-            pct(&a, 0.5) / pct(&b, 0.5)
-        );
-    }
-    for &clients in clients {
-        let ours = ekka.locks(clients, secs).await;
-        load::report(
-            &format!("ekka locks  clients={clients:<2} (acquire+release)"),
+    let b = match &etcd {
+        Some(e) => Some(us(e.acquire_latency(secs).await?)),
+        None => None,
+    };
+    rep.dist(
+        "data.acquire_us",
+        "lock acquire, 1 client",
+        "us",
+        &a,
+        b.as_deref(),
+    );
+    for &n in clients {
+        let n = usize::from(n);
+        let ours = ekka.locks(n, secs).await;
+        let theirs = match &etcd {
+            Some(e) => Some(e.locks(n, secs).await),
+            None => None,
+        };
+        rep.load(
+            &format!("data.locks.c{n}"),
+            &format!("locks clients={n:<2} (acquire+release)"),
             &ours,
+            theirs.as_ref(),
         );
-        if let Some(e) = &etcd {
-            let theirs = e.locks(clients, secs).await;
-            load::report(
-                &format!("etcd locks  clients={clients:<2} (lock+unlock)"),
-                &theirs,
-            );
-            load::ratios("lock", clients, &ours, &theirs);
-        }
-        let ours = ekka.puts(clients, secs).await;
-        load::report(&format!("ekka puts   clients={clients:<2}"), &ours);
-        if let Some(e) = &etcd {
-            let theirs = e.puts(clients, secs).await;
-            load::report(&format!("etcd puts   clients={clients:<2}"), &theirs);
-            load::ratios("put", clients, &ours, &theirs);
-        }
+        let ours = ekka.puts(n, secs).await;
+        let theirs = match &etcd {
+            Some(e) => Some(e.puts(n, secs).await),
+            None => None,
+        };
+        rep.load(
+            &format!("data.puts.c{n}"),
+            &format!("puts  clients={n:<2}"),
+            &ours,
+            theirs.as_ref(),
+        );
     }
     Ok(())
+}
+
+/// What the machine is, for the report.
+fn machine(etcd_version: Option<String>) -> report::Machine {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or(String::new(), |(_, v)| v.trim().to_string());
+    let mem_total_mib = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024);
+    let git = std::process::Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "describe",
+            "--always",
+            "--dirty",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    report::Machine {
+        nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+        cpu,
+        mem_total_mib,
+        etcd: etcd_version,
+        ekka_bin: std::fs::canonicalize(proc::ekka_bin())
+            .unwrap_or_else(|_| proc::ekka_bin())
+            .display()
+            .to_string(),
+        git,
+    }
+}
+
+/// The command line as typed, with the binary overrides in force; arguments quoted for sh.
+fn command_line() -> String {
+    let quote = |a: &str| {
+        if !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=,:@%+".contains(c))
+        {
+            a.to_string()
+        } else {
+            format!("'{}'", a.replace('\'', r"'\''"))
+        }
+    };
+    let mut parts: Vec<String> = ["EKKA_BIN", "ETCD_BIN"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={}", quote(&v))))
+        .collect();
+    parts.extend(std::env::args().map(|a| quote(&a)));
+    parts.join(" ")
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let trials = args.trials as usize;
+    if args.only.contains(&Group::Bigvalues) {
+        return match bigvalues::bench(args.big_secs, args.big_clients).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let want = |g: Group| args.only.is_empty() || args.only.contains(&g);
+    let previous = match args
+        .compare
+        .as_deref()
+        .map(report::read_summary)
+        .transpose()
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let etcd_version = etcd::version();
+    let mut rep = Report::new(command_line(), machine(etcd_version.as_ref().ok().cloned()));
+    let m = rep.summary.machine.clone();
+    rep.say(format!("ekka binary: {}", m.ekka_bin));
+    rep.say(format!(
+        "machine: {} cores, kernel {}, {}, {} MiB",
+        m.nproc, m.kernel, m.cpu, m.mem_total_mib
+    ));
+    let etcd_ok = match &etcd_version {
+        Ok(v) => {
+            rep.say(format!("etcd: {v} ({})", etcd::etcd_bin().display()));
+            true
+        }
+        Err(e) => {
+            rep.say(format!("etcd: not measured, ekka figures only ({e:#})"));
+            false
+        }
+    };
+
+    macro_rules! run {
+        ($g:expr, $name:literal, $body:expr) => {
+            if want($g) {
+                if let Err(e) = $body.await {
+                    rep.fail($name, &e);
+                }
+            }
+        };
+    }
+    run!(Group::Up, "up", bench_up(trials, etcd_ok, &mut rep));
+    run!(Group::Join, "join", bench_join(trials, &mut rep));
+    run!(
+        Group::Failover,
+        "failover",
+        bench_failover(trials, etcd_ok, &mut rep)
+    );
+    run!(Group::Detect, "detect", bench_detect(trials, &mut rep));
+    run!(Group::Replace, "replace", bench_replace(trials, &mut rep));
+
+    // One etcd cluster serves the last three groups: idle RSS (first, while it is fresh),
+    // discovery endpoint, data load.
+    let mut shared = None;
+    if etcd_ok && (want(Group::Autocluster) || want(Group::Rss) || want(Group::Data)) {
+        match etcd::Etcd::start_cluster(3, |m| rep.say(m)).await {
+            Ok(e) => shared = Some(e),
+            Err(e) => rep.fail("etcd (its rows of autocluster, rss, data)", &e),
+        }
+    }
+    let url = shared.as_ref().map(|e| e.url().to_string());
+    run!(
+        Group::Rss,
+        "rss",
+        bench_rss(shared.as_ref(), args.rss_nodes, &mut rep)
+    );
+    run!(
+        Group::Autocluster,
+        "autocluster",
+        bench_autocluster(trials, url.as_deref(), &mut rep)
+    );
+    run!(
+        Group::Data,
+        "data",
+        bench_data(shared.as_ref(), args.secs, &args.clients, &mut rep)
+    );
+    drop(shared);
+
+    let mut regressed = false;
+    let comparison = previous.map(|p| {
+        let c = report::compare(&p, &rep.summary, args.threshold);
+        print!("{}", c.text);
+        regressed = !c.regressions.is_empty();
+        c.text
+    });
+    if let Some(out) = &args.out {
+        if let Err(e) = rep.write(out, comparison.as_deref()) {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(1);
+        }
+    }
+    if !rep.summary.failures.is_empty() {
+        eprintln!("{} figure group(s) failed", rep.summary.failures.len());
+        return ExitCode::from(1);
+    }
+    if regressed && args.fail_on_regression {
+        return ExitCode::from(3);
+    }
+    ExitCode::SUCCESS
 }
