@@ -464,6 +464,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        // Under the write lock: a save in between would point the tree at a new file and delete
+        // the one being read, or pair one snapshot's meta with another's bytes.
+        let _w = self.snapshot_write.lock().await;
         let (sm, dir) = (self.sm.clone(), self.snapshot_dir.clone());
         off_runtime(move || Self::read_snapshot(&sm, &dir))
             .await
