@@ -54,7 +54,7 @@ pub(crate) fn check(path: &Path) -> Result<(), StoreError> {
     }
     match std::fs::read_to_string(path.join(CLEAN_FILE)) {
         Ok(text) => {
-            verify_seal(&db_dir, &text).map_err(damaged)?;
+            verify_seal(path, &text).map_err(damaged)?;
             std::fs::remove_file(path.join(CLEAN_FILE)).map_err(io_err)?;
             File::open(path)
                 .and_then(|d| d.sync_all())
@@ -80,7 +80,9 @@ pub(crate) fn check(path: &Path) -> Result<(), StoreError> {
         warn!(error = %e, "cannot copy the db for the damage check; checking after open only");
         return Ok(());
     }
-    let last = match std::panic::catch_unwind(AssertUnwindSafe(|| inspect(&copy_db))) {
+    let snapshots = path.join(SEALED_DIRS[1]);
+    let inspected = std::panic::catch_unwind(AssertUnwindSafe(|| inspect(&copy_db, &snapshots)));
+    let last = match inspected {
         Ok(r) => r.map_err(damaged)?,
         Err(p) => {
             let why = p
@@ -106,9 +108,10 @@ pub(crate) fn check_end(last: u64, mark: Option<u64>) -> Result<(), String> {
     }
 }
 
-/// Opens a sled db (a copy), reads every tree whole and returns the log's last index (the purge
-/// point if the log is empty).
-fn inspect(db_dir: &Path) -> Result<u64, String> {
+/// Opens a sled db (a copy), reads every tree whole, reads and decodes the snapshot it points at
+/// in `snapshots` (read only), and returns the log's last index (the purge point if the log is
+/// empty).
+fn inspect(db_dir: &Path, snapshots: &Path) -> Result<u64, String> {
     let db = open_config(db_dir)
         .open()
         .map_err(|e| format!("sled cannot recover it: {e}"))?;
@@ -120,6 +123,7 @@ fn inspect(db_dir: &Path) -> Result<u64, String> {
             kv.map_err(|e| format!("sled: tree {}: {e}", String::from_utf8_lossy(&name)))?;
         }
     }
+    crate::state_machine::check_persisted(&db, snapshots)?;
     consistent(&db)
 }
 
@@ -199,6 +203,9 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The parts of a data dir the seal covers: sled's files and the snapshot files.
+const SEALED_DIRS: [&str; 2] = ["db", "snapshots"];
+
 /// Every regular file under `dir`, relative to it, sorted.
 fn files_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
     fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
@@ -215,7 +222,12 @@ fn files_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
         Ok(())
     }
     let mut out = Vec::new();
-    walk(dir, Path::new(""), &mut out)?;
+    for sub in SEALED_DIRS {
+        match walk(dir, Path::new(sub), &mut out) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            r => r?,
+        }
+    }
     out.sort();
     Ok(out)
 }
@@ -236,22 +248,22 @@ fn file_sum(path: &Path) -> io::Result<(u64, u32)> {
     }
 }
 
-/// The seal's text for the files of `db_dir` as they are now.
-fn seal_text(db_dir: &Path) -> io::Result<String> {
+/// The seal's text for the sealed files of the data dir at `path` as they are now.
+fn seal_text(path: &Path) -> io::Result<String> {
     let mut body = String::new();
-    for rel in files_under(db_dir)? {
+    for rel in files_under(path)? {
         let Some(name) = rel.to_str() else {
             return Err(io::Error::other(format!("file name {rel:?} is not UTF-8")));
         };
-        let (len, crc) = file_sum(&db_dir.join(&rel))?;
+        let (len, crc) = file_sum(&path.join(&rel))?;
         body.push_str(&format!("{crc:08x} {len} {name}\n"));
     }
     let crc = crc32fast::hash(body.as_bytes());
     Ok(format!("{CLEAN_HEADER}\n{body}end {crc:08x}\n"))
 }
 
-/// Compares a seal with the files of `db_dir`; the error says what differs.
-fn verify_seal(db_dir: &Path, text: &str) -> Result<(), String> {
+/// Compares a seal with the sealed files of the data dir at `path`; the error says what differs.
+fn verify_seal(path: &Path, text: &str) -> Result<(), String> {
     let Some(rest) = text
         .strip_prefix(CLEAN_HEADER)
         .and_then(|r| r.strip_prefix('\n'))
@@ -265,7 +277,7 @@ fn verify_seal(db_dir: &Path, text: &str) -> Result<(), String> {
     if end.trim() != format!("{crc:08x}") {
         return Err(format!("{CLEAN_FILE} does not match its own checksum"));
     }
-    let now = seal_text(db_dir).map_err(|e| format!("cannot read db/: {e}"))?;
+    let now = seal_text(path).map_err(|e| format!("cannot read the store's files: {e}"))?;
     if now == text {
         return Ok(());
     }
@@ -276,11 +288,11 @@ fn verify_seal(db_dir: &Path, text: &str) -> Result<(), String> {
         if !now_lines.contains(line) {
             let name = line.splitn(3, ' ').nth(2).unwrap_or("?");
             return Err(format!(
-                "db/{name} changed since the agent last stopped (was {line:?})"
+                "{name} changed since the agent last stopped (was {line:?})"
             ));
         }
     }
-    Err("db/ holds a file that was not there when the agent last stopped".into())
+    Err("the store holds a file that was not there when the agent last stopped".into())
 }
 
 /// Leaves the seal of a clean close for the data dir at `path`: sled must be closed (its lock on
@@ -288,8 +300,7 @@ fn verify_seal(db_dir: &Path, text: &str) -> Result<(), String> {
 /// runs the crash check instead.
 pub(crate) fn seal(path: &Path) {
     let r = (|| -> io::Result<()> {
-        let db_dir = path.join("db");
-        let text = seal_text(&db_dir)?;
+        let text = seal_text(path)?;
         let tmp = path.join(format!("{CLEAN_FILE}.tmp"));
         std::fs::write(&tmp, text)?;
         File::open(&tmp)?.sync_all()?;
@@ -309,20 +320,27 @@ mod tests {
     #[test]
     fn a_seal_matches_its_files_and_names_the_one_that_changed() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("db");
+        let p = dir.path();
+        let db = p.join("db");
         std::fs::create_dir_all(db.join("blobs")).unwrap();
+        std::fs::create_dir_all(p.join("snapshots")).unwrap();
         std::fs::write(db.join("db"), vec![1u8; 5000]).unwrap();
         std::fs::write(db.join("blobs/7"), b"blob").unwrap();
-        let text = seal_text(&db).unwrap();
-        verify_seal(&db, &text).unwrap();
+        std::fs::write(p.join("snapshots/snapshot-1"), b"state").unwrap();
+        let text = seal_text(p).unwrap();
+        verify_seal(p, &text).unwrap();
         std::fs::write(db.join("blobs/7"), b"blub").unwrap();
-        let e = verify_seal(&db, &text).unwrap_err();
+        let e = verify_seal(p, &text).unwrap_err();
         assert!(e.contains("db/blobs/7 changed"), "{e}");
         std::fs::write(db.join("blobs/7"), b"blob").unwrap();
+        std::fs::write(p.join("snapshots/snapshot-1"), b"stale").unwrap();
+        let e = verify_seal(p, &text).unwrap_err();
+        assert!(e.contains("snapshots/snapshot-1 changed"), "{e}");
+        std::fs::write(p.join("snapshots/snapshot-1"), b"state").unwrap();
         std::fs::write(db.join("extra"), b"").unwrap();
-        assert!(verify_seal(&db, &text).is_err());
+        assert!(verify_seal(p, &text).is_err());
         std::fs::remove_file(db.join("extra")).unwrap();
-        assert!(verify_seal(&db, &text[..text.len() - 3]).is_err());
+        assert!(verify_seal(p, &text[..text.len() - 3]).is_err());
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub(crate) const TREE_RAFT: &str = "raft";
 pub(crate) const TREE_LOG: &str = "log";
 pub(crate) const TREE_SM: &str = "sm";
 
+/// Where the state machine keeps its snapshot files (see `state_machine.rs`).
+const SNAPSHOT_DIR: &str = "snapshots";
+
 /// Keys in the `meta` tree.
 const K_FORMAT: &[u8] = b"format";
 const K_NODE_ID: &[u8] = b"node_id";
@@ -314,7 +317,8 @@ impl DataDir {
             Some(self.closer.clone()),
         )
         .map_err(|e| self.db_err(e))?;
-        let sm = StateMachineStore::open(self.db(), log.clone()).map_err(|e| self.corrupt(e))?;
+        let sm = StateMachineStore::open(self.db(), log.clone(), &self.path.join(SNAPSHOT_DIR))
+            .map_err(|e| self.corrupt(e))?;
         Ok((log, sm))
     }
 

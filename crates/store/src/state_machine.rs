@@ -7,8 +7,17 @@
 //! and the whole `ClusterState`. It is persisted (flushed) before a build returns and before an
 //! install changes the in-memory state, and a persisted snapshot is never replaced by an older
 //! one (a build runs concurrently with an install).
+//!
+//! The snapshot's bytes live in a file of the data dir's `snapshots/` directory, written and
+//! synced under a fresh name before the `sm` tree points at it (meta and file name in one
+//! batch, flushed); files the tree does not point at are deleted. sled kept every large value
+//! written to it in memory long after it was replaced (30 writes of a 16 MiB value left a
+//! process at 500 MiB RSS), so a snapshot in the tree made RSS follow the number of
+//! snapshots. Data dirs written before keep their snapshot in the tree (`snapshot_data`), which
+//! still reads until the next snapshot replaces it.
 
-use std::io::Cursor;
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -32,7 +41,10 @@ pub type SharedState = Arc<RwLock<ClusterState>>;
 
 /// Keys in the `sm` tree.
 const K_SNAP_META: &[u8] = b"snapshot_meta";
+/// The snapshot's bytes, in data dirs written before snapshot files.
 const K_SNAP_DATA: &[u8] = b"snapshot_data";
+/// The name of the snapshot's file in the snapshot directory.
+const K_SNAP_FILE: &[u8] = b"snapshot_file";
 
 /// What a snapshot holds.
 #[derive(Serialize, Deserialize)]
@@ -60,6 +72,8 @@ pub struct StateMachineStore {
     /// The log of the same db: its flusher, and what the state machine waits for before applying.
     log: LogStore,
     sm: sled::Tree,
+    /// Where snapshot files are written.
+    snapshot_dir: Arc<PathBuf>,
     /// Serializes snapshot writes (a build's and an install's).
     snapshot_write: Arc<tokio::sync::Mutex<()>>,
     /// Makes snapshot ids unique; starts at a random value so ids differ across restarts.
@@ -108,18 +122,99 @@ async fn off_runtime<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(err)?
 }
 
+/// The persisted snapshot's bytes: from its file, or from the tree in older data dirs.
+fn snapshot_bytes(sm: &sled::Tree, dir: &Path) -> Result<Option<Vec<u8>>, AnyError> {
+    let data = match sm.get(K_SNAP_FILE).map_err(err)? {
+        Some(name) => {
+            let name = std::str::from_utf8(&name).map_err(err)?;
+            let path = dir.join(name);
+            let len = std::fs::metadata(&path).map_err(err)?.len();
+            if len > MAX_SNAPSHOT_BYTES as u64 {
+                return Err(AnyError::error(format!(
+                    "persisted snapshot of {len} bytes is over the {MAX_SNAPSHOT_BYTES} limit"
+                )));
+            }
+            std::fs::read(&path).map_err(err)?
+        }
+        None => match sm.get(K_SNAP_DATA).map_err(err)? {
+            Some(d) => d.to_vec(),
+            None => return Ok(None),
+        },
+    };
+    if data.len() > MAX_SNAPSHOT_BYTES {
+        return Err(AnyError::error(format!(
+            "persisted snapshot of {} bytes is over the {MAX_SNAPSHOT_BYTES} limit",
+            data.len()
+        )));
+    }
+    Ok(Some(data))
+}
+
+/// Writes `dir/name` through a temporary file, syncing the file and the directory.
+fn write_synced(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Deletes the files of `dir` the tree does not point at (older snapshots, unfinished writes).
+fn remove_unreferenced(sm: &sled::Tree, dir: &Path) -> Result<(), AnyError> {
+    let keep = sm.get(K_SNAP_FILE).map_err(err)?;
+    for e in std::fs::read_dir(dir).map_err(err)? {
+        let e = e.map_err(err)?;
+        if keep.as_deref() != Some(e.file_name().as_encoded_bytes()) {
+            std::fs::remove_file(e.path()).map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads and decodes the snapshot a db points at (in `dir`), changing nothing: the damage check
+/// of a copy of the db (`check.rs`).
+pub(crate) fn check_persisted(db: &sled::Db, dir: &Path) -> Result<(), String> {
+    let sm = db.open_tree(TREE_SM).map_err(|e| e.to_string())?;
+    let data = snapshot_bytes(&sm, dir).map_err(|e| format!("its snapshot: {e}"))?;
+    if let Some(data) = data {
+        if sm.get(K_SNAP_META).map_err(|e| e.to_string())?.is_none() {
+            return Err("its snapshot has data but no meta".into());
+        }
+        decode_body(&data).map_err(|e| format!("its snapshot: {e}"))?;
+    }
+    Ok(())
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl StateMachineStore {
     /// Opens the state machine, starting from the persisted snapshot if there is one.
-    pub(crate) fn open(db: &sled::Db, log: LogStore) -> Result<StateMachineStore, String> {
+    pub(crate) fn open(
+        db: &sled::Db,
+        log: LogStore,
+        snapshot_dir: &Path,
+    ) -> Result<StateMachineStore, String> {
         let sm = db.open_tree(TREE_SM).map_err(|e| e.to_string())?;
+        if !snapshot_dir.is_dir() {
+            std::fs::create_dir_all(snapshot_dir)
+                .and_then(|()| match snapshot_dir.parent() {
+                    // The new directory's entry is durable before a snapshot goes in it.
+                    Some(parent) => std::fs::File::open(parent)?.sync_all(),
+                    None => Ok(()),
+                })
+                .map_err(|e| format!("{}: {e}", snapshot_dir.display()))?;
+        }
         let mut applied = Applied::default();
         let mut state = ClusterState::default();
-        if let Some(data) = sm.get(K_SNAP_DATA).map_err(|e| e.to_string())? {
-            if sm.get(K_SNAP_META).map_err(|e| e.to_string())?.is_none() {
+        let has_meta = sm.get(K_SNAP_META).map_err(|e| e.to_string())?.is_some();
+        let data = snapshot_bytes(&sm, snapshot_dir).map_err(|e| e.to_string())?;
+        // Files no snapshot points at: left by a crash during a save, or by a reset.
+        remove_unreferenced(&sm, snapshot_dir).map_err(|e| e.to_string())?;
+        if let Some(data) = data {
+            if !has_meta {
                 return Err("the snapshot has data but no meta".into());
             }
             let body = decode_body(&data)?;
@@ -135,6 +230,7 @@ impl StateMachineStore {
             revision: Arc::new(tx),
             log,
             sm,
+            snapshot_dir: Arc::new(snapshot_dir.to_path_buf()),
             snapshot_write: Arc::new(tokio::sync::Mutex::new(())),
             snapshot_seq: Arc::new(AtomicU64::new(u64::from(rand::random::<u32>()) << 16)),
             _closer: closer,
@@ -151,21 +247,17 @@ impl StateMachineStore {
         self.revision.subscribe()
     }
 
-    fn read_snapshot(sm: &sled::Tree) -> Result<Option<Snapshot<TypeConfig>>, AnyError> {
+    fn read_snapshot(
+        sm: &sled::Tree,
+        dir: &Path,
+    ) -> Result<Option<Snapshot<TypeConfig>>, AnyError> {
         let Some(meta) = sm.get(K_SNAP_META).map_err(err)? else {
             return Ok(None);
         };
         let meta: SnapshotMeta<NodeId, BasicNode> = codec::decode(&meta).map_err(err)?;
-        let Some(data) = sm.get(K_SNAP_DATA).map_err(err)? else {
+        let Some(data) = snapshot_bytes(sm, dir)? else {
             return Err(AnyError::error("the snapshot has meta but no data"));
         };
-        if data.len() > MAX_SNAPSHOT_BYTES {
-            return Err(AnyError::error(format!(
-                "persisted snapshot of {} bytes is over the {MAX_SNAPSHOT_BYTES} limit",
-                data.len()
-            )));
-        }
-        let data = data.to_vec();
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -186,20 +278,36 @@ impl StateMachineStore {
     async fn save_snapshot(
         &self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
-        data: sled::IVec,
+        data: Arc<Vec<u8>>,
     ) -> Result<bool, AnyError> {
         let _w = self.snapshot_write.lock().await;
         if self.persisted_last_log_id()? > meta.last_log_id {
             return Ok(false);
         }
+        // A fresh name: never the file the tree points at now (the sequence restarts at a
+        // random value, so a restart could meet it again).
+        let name = loop {
+            let n = format!(
+                "snapshot-{:016x}",
+                self.snapshot_seq.fetch_add(1, Ordering::SeqCst)
+            );
+            if !self.snapshot_dir.join(&n).exists() {
+                break n;
+            }
+        };
+        let dir = self.snapshot_dir.clone();
+        let file = name.clone();
+        // Written and synced (file and directory) before the tree points at it.
+        off_runtime(move || write_synced(&dir, &file, &data).map_err(err)).await?;
         let mut b = sled::Batch::default();
         b.insert(K_SNAP_META, codec::encode(meta).map_err(err)?);
-        b.insert(K_SNAP_DATA, data);
-        // Copying a large value into sled's log is done off the runtime thread.
-        let sm = self.sm.clone();
-        off_runtime(move || sm.apply_batch(b).map_err(err)).await?;
+        b.insert(K_SNAP_FILE, name.as_bytes());
+        b.remove(K_SNAP_DATA);
+        self.sm.apply_batch(b).map_err(err)?;
         // Flushed before returning: a snapshot is persisted before the state machine moves on.
         self.log.flusher().flush().await.map_err(err)?;
+        let (sm, dir) = (self.sm.clone(), self.snapshot_dir.clone());
+        off_runtime(move || remove_unreferenced(&sm, &dir)).await?;
         Ok(true)
     }
 }
@@ -219,14 +327,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             (body, a.last_applied, a.last_membership.clone())
         };
         let started = std::time::Instant::now();
-        // Two copies, both made off the runtime thread: one for sled, one handed to openraft.
-        let (data, stored) = off_runtime(move || {
-            let data = encode_body(&body)?;
-            let stored = sled::IVec::from(data.as_slice());
-            Ok((data, stored))
-        })
-        .await
-        .map_err(|e| StorageIOError::write_snapshot(None, e))?;
+        let data = off_runtime(move || encode_body(&body).map(Arc::new))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, e))?;
         let seq = self.snapshot_seq.fetch_add(1, Ordering::SeqCst);
         let snapshot_id = match last_applied {
             Some(l) => format!(
@@ -242,7 +345,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         };
         // When an install persisted a newer snapshot meanwhile, this one is not persisted and
         // openraft ignores it (it only takes snapshots newer than its current one).
-        self.save_snapshot(&meta, stored)
+        self.save_snapshot(&meta, data.clone())
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         tracing::info!(
@@ -251,6 +354,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             ms = started.elapsed().as_millis() as u64,
             "snapshot built"
         );
+        // The file holds its copy: this one is handed to openraft without copying.
+        let data = Arc::try_unwrap(data).unwrap_or_else(|d| d.as_ref().clone());
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -348,7 +453,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             |e: String| StorageIOError::read_snapshot(Some(meta.signature()), AnyError::error(e));
         let (body, data) = off_runtime(move || {
             let body = decode_body(&raw).map_err(AnyError::error)?;
-            Ok((body, sled::IVec::from(raw)))
+            Ok((body, Arc::new(raw)))
         })
         .await
         .map_err(|e| bad(e.to_string()))?;
@@ -384,8 +489,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let sm = self.sm.clone();
-        off_runtime(move || Self::read_snapshot(&sm))
+        // Under the write lock: a save in between would point the tree at a new file and delete
+        // the one being read, or pair one snapshot's meta with another's bytes.
+        let _w = self.snapshot_write.lock().await;
+        let (sm, dir) = (self.sm.clone(), self.snapshot_dir.clone());
+        off_runtime(move || Self::read_snapshot(&sm, &dir))
             .await
             .map_err(|e| StorageIOError::read_snapshot(None, e).into())
     }
@@ -407,22 +515,31 @@ mod tests {
     #[tokio::test]
     async fn a_persisted_snapshot_is_never_replaced_by_an_older_one() {
         let (_dir, db, log) = crate::log_store::tests::open_with_db();
-        let sm = StateMachineStore::open(&db, log).unwrap();
-        assert!(sm.save_snapshot(&meta(5), b"five".into()).await.unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let sm = StateMachineStore::open(&db, log, dir.path()).unwrap();
+        let bytes = |b: &[u8]| Arc::new(b.to_vec());
+        assert!(sm.save_snapshot(&meta(5), bytes(b"five")).await.unwrap());
         // A build that took its view before an install of index 5 finished.
-        assert!(!sm.save_snapshot(&meta(3), b"three".into()).await.unwrap());
+        assert!(!sm.save_snapshot(&meta(3), bytes(b"three")).await.unwrap());
         assert!(sm
-            .save_snapshot(&meta(5), b"five again".into())
+            .save_snapshot(&meta(5), bytes(b"five again"))
             .await
             .unwrap());
         assert_eq!(sm.persisted_last_log_id().unwrap(), meta(5).last_log_id);
-        assert_eq!(sm.sm.get(K_SNAP_DATA).unwrap().unwrap(), b"five again");
+        assert_eq!(
+            snapshot_bytes(&sm.sm, dir.path()).unwrap().unwrap(),
+            b"five again"
+        );
+        // Only the current snapshot's file is left, and the tree holds no snapshot bytes.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(sm.sm.get(K_SNAP_DATA).unwrap().is_none());
     }
 
     #[tokio::test]
     async fn apply_waits_until_the_entries_are_durable() {
         let (_dir, db, log) = crate::log_store::tests::open_with_db();
-        let mut sm = StateMachineStore::open(&db, log.clone()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachineStore::open(&db, log.clone(), dir.path()).unwrap();
         for index in 1..=20 {
             let e = Entry {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
@@ -436,6 +553,45 @@ mod tests {
                 "entry {index} applied unflushed"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_in_the_tree_still_reads_and_a_reopen_finds_the_file() {
+        let (dir, db, log) = crate::log_store::tests::open_with_db();
+        let snaps = dir.path().join("snapshots");
+        let body = SnapshotBody {
+            last_applied: meta(7).last_log_id,
+            last_membership: StoredMembership::default(),
+            state: ClusterState::default(),
+        };
+        let data = encode_body(&body).unwrap();
+        // As data dirs written before snapshot files hold it.
+        let sm_tree = db.open_tree(TREE_SM).unwrap();
+        sm_tree
+            .insert(K_SNAP_META, codec::encode(&meta(7)).unwrap())
+            .unwrap();
+        sm_tree.insert(K_SNAP_DATA, data.as_slice()).unwrap();
+        std::fs::create_dir_all(&snaps).unwrap();
+        std::fs::write(snaps.join("snapshot-stale.tmp"), b"left by a crash").unwrap();
+        let mut sm = StateMachineStore::open(&db, log.clone(), &snaps).unwrap();
+        assert_eq!(sm.applied_state().await.unwrap().0, meta(7).last_log_id);
+        assert_eq!(
+            std::fs::read_dir(&snaps).unwrap().count(),
+            0,
+            "stale file removed"
+        );
+        let got = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(got.snapshot.into_inner(), data);
+        // A new snapshot goes to a file, and a reopen starts from it.
+        let built = sm.build_snapshot().await.unwrap();
+        let again = StateMachineStore::open(&db, log, &snaps).unwrap();
+        assert_eq!(
+            lock(&again.applied).last_applied,
+            built.meta.last_log_id,
+            "reopened from the file"
+        );
+        assert_eq!(std::fs::read_dir(&snaps).unwrap().count(), 1);
+        assert!(sm_tree.get(K_SNAP_DATA).unwrap().is_none());
     }
 
     #[test]
