@@ -868,6 +868,8 @@ fn machine(etcd_version: Option<String>) -> report::Machine {
             .display()
             .to_string(),
         git,
+        loadavg_start: report::loadavg(),
+        loadavg_end: 0.0,
     }
 }
 
@@ -973,6 +975,11 @@ async fn main() -> ExitCode {
     );
     drop(shared);
 
+    rep.summary.machine.loadavg_end = report::loadavg();
+    rep.say(format!(
+        "load average (1 min): {:.2} at the start, {:.2} at the end",
+        rep.summary.machine.loadavg_start, rep.summary.machine.loadavg_end
+    ));
     let mut regressed = false;
     let comparison = previous.map(|p| {
         let c = report::compare(&p, &rep.summary, args.threshold);
