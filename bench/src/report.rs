@@ -55,6 +55,20 @@ pub struct Machine {
     pub ekka_bin: String,
     /// `git describe --always --dirty` of the workspace the bench was built from.
     pub git: Option<String>,
+    /// `/proc/loadavg`'s 1-minute figure when the run started and when it ended: above 0.5 or so
+    /// on an otherwise idle machine, something else competed with the run.
+    #[serde(default)]
+    pub loadavg_start: f64,
+    #[serde(default)]
+    pub loadavg_end: f64,
+}
+
+/// The 1-minute load average; 0 when `/proc/loadavg` cannot be read.
+pub fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// The JSON summary (`--out PATH` writes `PATH.json`).
@@ -250,7 +264,12 @@ impl Report {
         let etcd = m.etcd.as_deref().unwrap_or("not found: etcd rows skipped");
         let _ = writeln!(o, "| etcd | {etcd} |");
         let _ = writeln!(o, "| ekka binary | `{}` |", m.ekka_bin);
-        let _ = writeln!(o, "| git | {} |\n", m.git.as_deref().unwrap_or("?"));
+        let _ = writeln!(o, "| git | {} |", m.git.as_deref().unwrap_or("?"));
+        let _ = writeln!(
+            o,
+            "| load average (1 min), start / end | {:.2} / {:.2} |\n",
+            m.loadavg_start, m.loadavg_end
+        );
         let _ = writeln!(o, "## Figures\n");
         let _ = writeln!(o, "| figure | unit | ekka | etcd | ekka/etcd | better |");
         let _ = writeln!(o, "|---|---|---:|---:|---:|---|");
