@@ -23,19 +23,15 @@ use std::path::{Path, PathBuf};
 use openraft::LogId;
 use tracing::{info, warn};
 
-use crate::data_dir::{open_config, TREE_LOG, TREE_META, TREE_RAFT, TREE_SM};
+use crate::data_dir::{open_config, K_FORMAT, K_NODE_ID, TREE_LOG, TREE_META, TREE_RAFT, TREE_SM};
 use crate::error::StoreError;
+use crate::log_store::K_PURGED;
+use crate::state_machine::K_SNAP_META;
 use crate::{watermark, NodeId};
 
 /// The seal of a clean close, in the data dir.
 pub(crate) const CLEAN_FILE: &str = "CLEAN";
 const CLEAN_HEADER: &str = "ekka-rs clean close, format 1";
-
-/// Keys the check reads (owned by `data_dir.rs` and `log_store.rs`).
-const K_FORMAT: &[u8] = b"format";
-const K_NODE_ID: &[u8] = b"node_id";
-const K_PURGED: &[u8] = b"last_purged";
-const K_SNAP_META: &[u8] = b"snapshot_meta";
 
 /// Checks the data dir at `path` (its marker says it is complete) for damage; see the module
 /// docs. Changes nothing in it but the removal of a seal that matched.

@@ -59,8 +59,8 @@ pub(crate) const TREE_SM: &str = "sm";
 const SNAPSHOT_DIR: &str = "snapshots";
 
 /// Keys in the `meta` tree.
-const K_FORMAT: &[u8] = b"format";
-const K_NODE_ID: &[u8] = b"node_id";
+pub(crate) const K_FORMAT: &[u8] = b"format";
+pub(crate) const K_NODE_ID: &[u8] = b"node_id";
 const K_CLUSTER_ID: &[u8] = b"cluster_id";
 /// Present (holding the new node id) while a reset is under way.
 const K_RESETTING: &[u8] = b"resetting";

@@ -45,7 +45,7 @@ use crate::{NodeId, TypeConfig};
 /// Keys in the `raft` tree.
 const K_VOTE: &[u8] = b"vote";
 const K_COMMITTED: &[u8] = b"committed";
-const K_PURGED: &[u8] = b"last_purged";
+pub(crate) const K_PURGED: &[u8] = b"last_purged";
 
 /// The Raft log on sled. Cheap to clone; clones share the trees and the write lock.
 #[derive(Clone)]

@@ -40,7 +40,7 @@ use crate::{NodeId, TypeConfig};
 pub type SharedState = Arc<RwLock<ClusterState>>;
 
 /// Keys in the `sm` tree.
-const K_SNAP_META: &[u8] = b"snapshot_meta";
+pub(crate) const K_SNAP_META: &[u8] = b"snapshot_meta";
 /// The snapshot's bytes, in data dirs written before snapshot files.
 const K_SNAP_DATA: &[u8] = b"snapshot_data";
 /// The name of the snapshot's file in the snapshot directory.
