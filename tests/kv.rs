@@ -247,3 +247,49 @@ fn k04_keys_travel_in_snapshots_and_survive_restarts() {
         out.code == 0 && out.stdout.lines().count() == 60
     });
 }
+
+/// A put the leader appended but could not commit (both followers paused) is never reported as
+/// failed (exit 1, "nothing changed"): it is `outcome_unknown` (exit 3), and here it does commit
+/// once the followers are back. A put refused with exit 1 must never show up.
+#[test]
+fn k20_a_put_that_may_commit_later_is_outcome_unknown_never_failed() {
+    let mut c = Cluster::new();
+    c.form(3);
+    let st = c.get("n1").status();
+    let leader = st["leader"].as_str().expect("a leader").to_string();
+    let others: Vec<String> = ["n1", "n2", "n3"]
+        .iter()
+        .filter(|n| **n != leader)
+        .map(|n| n.to_string())
+        .collect();
+    for n in &others {
+        c.get(n).pause();
+    }
+    let out = c.get(&leader).cli(&["kv", "put", "k20", "maybe"]);
+    for n in &others {
+        c.get(n).resume();
+    }
+    assert!(
+        out.code == 1 || out.code == 3,
+        "a put without a quorum must fail or be unknown: {out:?}"
+    );
+    if out.code == 3 {
+        assert!(
+            out.stderr.starts_with("error: outcome_unknown: "),
+            "{out:?}"
+        );
+    }
+    // A later write commits after k20's entry, if that was appended: then k20 is decided.
+    wait_until(Duration::from_secs(20), "a write after the pause", || {
+        c.get(&leader).cli(&["kv", "put", "k20-after", "x"]).code == 0
+    });
+    let got = c.get(&leader).cli(&["kv", "get", "k20"]);
+    if out.code == 1 {
+        assert_ne!(
+            got.stdout.trim(),
+            "maybe",
+            "exit 1 said nothing changed, but the put was applied: {out:?}"
+        );
+    }
+    println!("put without quorum: exit {}, then get: {got:?}", out.code);
+}

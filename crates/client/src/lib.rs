@@ -113,7 +113,9 @@ impl Client {
                     self.addr
                 ),
             )),
-            Ok(Err(st)) if st.metadata().get(ERROR_HEADER).is_none() && !never_sent(&st) => {
+            Ok(Err(st))
+                if st.metadata().get(ERROR_HEADER).is_none() && !ekka_proto::never_sent(&st) =>
+            {
                 Err(ApiError::new(
                     ErrorCode::OutcomeUnknown,
                     format!(
@@ -183,49 +185,6 @@ impl Client {
         self.call_write(OP_TIMEOUT, c.set_autoclean(req)).await?;
         Ok(())
     }
-}
-
-/// Whether a failed call without an ekka error code certainly never reached the agent: the
-/// connection could not be made (refused, no route, bad name), or the status is one the agent or
-/// tonic gives before a request is handled (a wrong cookie, a malformed request).
-fn never_sent(st: &tonic::Status) -> bool {
-    use tonic::Code;
-    if !matches!(
-        st.code(),
-        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled | Code::Aborted
-    ) {
-        return true;
-    }
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(st);
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            if matches!(
-                io.kind(),
-                ConnectionRefused
-                    | AddrNotAvailable
-                    | NotFound
-                    | HostUnreachable
-                    | NetworkUnreachable
-            ) {
-                return true;
-            }
-        }
-        let text = e.to_string();
-        if [
-            "tcp connect error",
-            "dns error",
-            "error trying to connect",
-            "Connection refused",
-        ]
-        .iter()
-        .any(|m| text.contains(m))
-        {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
 }
 
 /// A stream of membership events from [`Client::watch`].

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use crate::error::{internal, unavailable};
+use crate::error::{internal, outcome_unknown, unavailable};
 use crate::node::{now_ms, Core, Inner, Node};
 use ekka_types::limits::MAX_BATCH_BYTES;
 
@@ -117,6 +117,7 @@ impl Inner {
         let reply = self
             .via_leader(
                 forwarded,
+                true,
                 |core| async move {
                     let cmd = take().ok_or_else(|| internal("the command was taken twice"))?;
                     me.check_quorum(&core)?;
@@ -143,8 +144,11 @@ impl Inner {
         self.batch_tx
             .send(Pending { cmd, tx })
             .map_err(|_| unavailable("this node is shutting down"))?;
-        rx.await
-            .map_err(|_| unavailable("the write was dropped (leader change or shutdown)"))?
+        rx.await.map_err(|_| {
+            outcome_unknown(
+                "the batcher stopped with the write in hand (shutdown); it may have been applied",
+            )
+        })?
     }
 
     /// A read served by the leader after confirming it still leads (read index), or by this node
@@ -167,6 +171,7 @@ impl Inner {
         let reply = self
             .via_leader(
                 forwarded,
+                false,
                 |core| async move { me.leader_read(&core, &q).await.map(Reply::Local) },
                 |mut p| async move { p.read(payload).await.map(|r| r.map(Reply::Remote)) },
             )
@@ -262,6 +267,11 @@ impl Inner {
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
                     });
+                    // The undo makes the outcome certain: nothing stays held.
+                    return Err(unavailable(format!(
+                        "{}; the acquire is undone if it commits",
+                        e.message
+                    )));
                 }
                 return Err(e);
             }

@@ -338,6 +338,12 @@ fn raft_err<E: std::fmt::Display>(e: RaftError<NodeId, E>) -> ApiError {
     }
 }
 
+/// Whether a membership step may be tried again: no leader or quorum yet, or a previous try whose
+/// outcome is unknown (adding or removing the same member again is answered as already done).
+fn retryable(e: &ApiError) -> bool {
+    matches!(e.code, ErrorCode::Unavailable | ErrorCode::OutcomeUnknown)
+}
+
 fn write_err(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ApiError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
@@ -524,7 +530,13 @@ impl Inner {
         let fut = core.raft.client_write(req);
         let resp = tokio::time::timeout(self.cfg.op_timeout, fut)
             .await
-            .map_err(|_| unavailable("no quorum: the write did not commit in time"))?
+            .map_err(|_| {
+                // Appended, perhaps replicated: it may still commit once a quorum answers.
+                outcome_unknown(format!(
+                    "the write did not commit within {:?} (no quorum?); it may still be applied",
+                    self.cfg.op_timeout
+                ))
+            })?
             .map_err(|e| match self.fault() {
                 // Handed to Raft, which may have appended (even committed) it before the fault.
                 Some(f) => outcome_unknown(format!(
@@ -602,9 +614,13 @@ impl Inner {
     // ----- leader side -----
 
     /// Runs `local` when this node leads, else forwards with `remote` to the leader (one hop).
+    /// With `write`, a forwarded request whose answer is lost after it was sent (the leader did
+    /// not answer in time, the connection broke) is `outcome_unknown`: the leader may have
+    /// applied it.
     pub(crate) async fn via_leader<T, L, R, LF, RF>(
         self: &Arc<Self>,
         forwarded: bool,
+        write: bool,
         local: L,
         remote: R,
     ) -> Result<T, ApiError>
@@ -627,8 +643,22 @@ impl Inner {
             .ok_or_else(|| unavailable("no leader is known"))?;
         let peer = self.transport.peer(&addr, true).map_err(internal)?;
         match tokio::time::timeout(self.cfg.op_timeout, remote(peer)).await {
+            Err(_) if write => Err(outcome_unknown(format!(
+                "the leader at {addr} did not answer in time; the write may have been applied"
+            ))),
             Err(_) => Err(unavailable(format!("the leader at {addr} did not answer"))),
             Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(st))
+                if write
+                    && st.metadata().get(ekka_proto::ERROR_HEADER).is_none()
+                    && !ekka_proto::never_sent(&st) =>
+            {
+                Err(outcome_unknown(format!(
+                    "the connection to the leader at {addr} broke after the write was sent ({}); \
+                     it may have been applied",
+                    st.message()
+                )))
+            }
             Ok(Err(st)) if st.metadata().get(ekka_proto::ERROR_HEADER).is_none() => {
                 Err(unavailable(format!(
                     "the leader at {addr} is unreachable: {}",
@@ -660,6 +690,7 @@ impl Inner {
         let r2 = req.clone();
         self.via_leader(
             forwarded,
+            false,
             |core| async move { me.leader_add_member(core, r2).await },
             |mut p| async move { p.add_member(req).await },
         )
@@ -830,6 +861,7 @@ impl Inner {
         let r2 = req.clone();
         self.via_leader(
             forwarded,
+            false,
             |core| async move {
                 let known = core
                     .state
@@ -872,6 +904,7 @@ impl Inner {
         let r2 = req;
         self.via_leader(
             forwarded,
+            false,
             |core| async move { me.leader_remove_member(core, r2.node_id, r2.leave).await },
             |mut p| async move { p.remove_member(req).await },
         )
@@ -985,7 +1018,7 @@ impl Inner {
         let deadline = Instant::now() + self.cfg.op_timeout;
         loop {
             match self.try_join(addr, heal, auto).await {
-                Err(e) if e.code == ErrorCode::Unavailable && Instant::now() < deadline => {
+                Err(e) if retryable(&e) && Instant::now() < deadline => {
                     let ms = rand::thread_rng().gen_range(20..200);
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                 }
@@ -1133,7 +1166,7 @@ impl Inner {
         let deadline = Instant::now() + self.cfg.op_timeout;
         let added = loop {
             match self.add_at(addr, req.clone()).await {
-                Err(e) if e.code == ErrorCode::Unavailable && Instant::now() < deadline => {
+                Err(e) if retryable(&e) && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 other => break other,
@@ -1256,7 +1289,7 @@ impl Inner {
             let req = pb::RemoveMemberRequest { node_id: id, leave };
             match self.remove_member(req, false).await {
                 Ok(_) => return Ok(()),
-                Err(e) if e.code == ErrorCode::Unavailable && Instant::now() < deadline => {
+                Err(e) if retryable(&e) && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(e) => return Err(e),
