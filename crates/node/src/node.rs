@@ -90,6 +90,8 @@ pub(crate) struct Inner {
     pub local_locks: crate::data::LocalLocks,
     /// The leader's write batcher (lock and key-value commands).
     pub batch_tx: tokio::sync::mpsc::UnboundedSender<crate::data::Pending>,
+    /// When this node last took an AppendEntries from a leader (heartbeats included).
+    pub leader_heard: Mutex<Option<std::time::Instant>>,
 }
 
 /// A running ekka node: a Raft member with its gRPC server, status monitor and the cluster API.
@@ -196,6 +198,7 @@ impl Node {
             fault: watch::channel(None).0,
             local_locks: Default::default(),
             batch_tx,
+            leader_heard: Mutex::new(None),
         });
         crate::server::spawn(inner.clone(), listener);
         tokio::spawn(crate::fault::watch(inner.clone()));
@@ -641,6 +644,17 @@ impl Inner {
         let (_, addr) = self
             .leader(&core)
             .ok_or_else(|| unavailable("no leader is known"))?;
+        if write {
+            // Cut off from the leader: refuse before sending, rather than send into a link that
+            // may be gone and leave the outcome unknown.
+            let heard = *lock(&self.leader_heard);
+            let limit = self.cfg.down_after;
+            if heard.is_some_and(|t| t.elapsed() > limit) {
+                return Err(unavailable(format!(
+                    "no quorum: no word from the leader at {addr} in the last {limit:?}"
+                )));
+            }
+        }
         let peer = self.transport.peer(&addr, true).map_err(internal)?;
         match tokio::time::timeout(self.cfg.op_timeout, remote(peer)).await {
             Err(_) if write => Err(outcome_unknown(format!(

@@ -158,6 +158,13 @@ impl Peer for PeerSvc {
         let upto = crate::network::append_upto(&rpc);
         let core = self.inner.core();
         let res = core.raft.append_entries(rpc).await;
+        if matches!(&res, Ok(r) if r.is_success()) {
+            *self
+                .inner
+                .leader_heard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+        }
         // openraft answers once the entries are written, before they are flushed (see
         // `ekka_store::LogStore`); the leader may count the answer, so it waits for the flush.
         if let (Ok(_), Some(i)) = (&res, upto) {
