@@ -1476,7 +1476,9 @@ impl Inner {
     /// restarted node always holds one, see `LogStore::read_vote`), and a moment's wait beats an
     /// answer without a leader.
     async fn await_leader(&self, core: &Core) {
-        if self.leader(core).is_none() {
+        // A borrow of the metrics, not `leader()`'s clone: this runs on every request.
+        let known = core.raft.metrics().borrow().current_leader.is_some();
+        if !known {
             let _ = core
                 .raft
                 .wait(Some(LEADER_WAIT))
