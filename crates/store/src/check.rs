@@ -34,8 +34,10 @@ pub(crate) const CLEAN_FILE: &str = "CLEAN";
 const CLEAN_HEADER: &str = "ekka-rs clean close, format 1";
 
 /// Checks the data dir at `path` (its marker says it is complete) for damage; see the module
-/// docs. Changes nothing in it but the removal of a seal that matched.
-pub(crate) fn check(path: &Path) -> Result<(), StoreError> {
+/// docs. Changes nothing in it but the removal of a seal that matched. Returns whether the check
+/// was complete: `false` when the crash check could not copy the db, so the open must check what
+/// sled recovered itself.
+pub(crate) fn check(path: &Path) -> Result<bool, StoreError> {
     let io_err = |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -55,7 +57,7 @@ pub(crate) fn check(path: &Path) -> Result<(), StoreError> {
             File::open(path)
                 .and_then(|d| d.sync_all())
                 .map_err(io_err)?;
-            return Ok(());
+            return Ok(true);
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
@@ -68,13 +70,13 @@ pub(crate) fn check(path: &Path) -> Result<(), StoreError> {
         Ok(d) => d,
         Err(e) => {
             warn!(error = %e, "no room for the damage check's copy; checking after open only");
-            return Ok(());
+            return Ok(false);
         }
     };
     let copy_db = copy.path().join("db");
     if let Err(e) = copy_tree(&db_dir, &copy_db) {
         warn!(error = %e, "cannot copy the db for the damage check; checking after open only");
-        return Ok(());
+        return Ok(false);
     }
     let snapshots = path.join(SEALED_DIRS[1]);
     let inspected = std::panic::catch_unwind(AssertUnwindSafe(|| inspect(&copy_db, &snapshots)));
@@ -91,7 +93,7 @@ pub(crate) fn check(path: &Path) -> Result<(), StoreError> {
     };
     check_end(last, mark).map_err(damaged)?;
     info!(path = %path.display(), last_index = last, "damage check passed");
-    Ok(())
+    Ok(true)
 }
 
 /// Whether a log ending at `last` may follow a durable watermark `mark`.

@@ -138,10 +138,11 @@ impl DataDir {
         }
 
         let marker = read_marker(path).map_err(io)?.map_err(corrupt)?;
-        if matches!(marker, Marker::Ready) {
-            // Before sled opens the db for writing: a damaged store is refused untouched.
-            check::check(path)?;
-        }
+        // Before sled opens the db for writing: a damaged store is refused untouched.
+        let check_after_open = match marker {
+            Marker::Ready => !check::check(path)?,
+            Marker::Missing | Marker::Initializing => false,
+        };
         if matches!(marker, Marker::Missing) {
             // Flushed (file and dir synced): from here on the dir is recognisably ours.
             write_synced(&path.join(MARKER), MARKER_INIT).map_err(io)?;
@@ -157,8 +158,8 @@ impl DataDir {
             .open_tree(TREE_META)
             .map_err(|e| corrupt(format!("sled: {e}")))?;
         let sync = DiskSync::open(&path.join("db")).map_err(io)?;
-        if matches!(marker, Marker::Ready) {
-            // Also after the open, in case the check could not copy the db.
+        if check_after_open {
+            // The check could not copy the db: what sled recovered, at least, is checked.
             let mark = crate::watermark::read(path)
                 .map_err(io)?
                 .map_err(|what| damaged(path, what))?;

@@ -64,6 +64,11 @@ fn decode_slot(b: &[u8]) -> Option<(u64, u64)> {
 /// file does not exist (a dir made before watermarks), `Err` with a reason when it exists but
 /// holds no valid slot.
 pub(crate) fn read(path: &Path) -> io::Result<Result<Option<u64>, String>> {
+    Ok(read_slot(path)?.map(|slot| slot.map(|(_, index)| index)))
+}
+
+/// `(sequence, index)` of the winning slot; see [`read`].
+fn read_slot(path: &Path) -> io::Result<Result<Option<(u64, u64)>, String>> {
     let bytes = match std::fs::read(path.join(WATERMARK_FILE)) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Ok(None)),
@@ -74,7 +79,7 @@ pub(crate) fn read(path: &Path) -> io::Result<Result<Option<u64>, String>> {
         .filter_map(|&o| bytes.get(o as usize..).and_then(decode_slot))
         .max_by_key(|(seq, _)| *seq);
     Ok(match best {
-        Some((_, index)) => Ok(Some(index)),
+        Some(slot) => Ok(Some(slot)),
         None => Err(format!(
             "{WATERMARK_FILE} ({} bytes) holds no valid record",
             bytes.len()
@@ -124,7 +129,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Watermark {
     /// Opens (creating at 0, durably) the watermark file of the data dir at `path`.
     pub(crate) fn open(path: &Path) -> io::Result<Watermark> {
-        let current = read(path)?.map_err(io::Error::other)?;
+        let current = read_slot(path)?.map_err(io::Error::other)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -138,15 +143,9 @@ impl Watermark {
             generation: 0,
         };
         match current {
-            Some(index) => {
+            Some((seq, index)) => {
                 // Continue the sequence of the slot that won.
-                let bytes = std::fs::read(path.join(WATERMARK_FILE))?;
-                slots.seq = SLOT_OFFSETS
-                    .iter()
-                    .filter_map(|&o| bytes.get(o as usize..).and_then(decode_slot))
-                    .map(|(s, _)| s)
-                    .max()
-                    .unwrap_or(0);
+                slots.seq = seq;
                 slots.index = index;
             }
             None => {

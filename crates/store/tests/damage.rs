@@ -26,10 +26,13 @@ fn put(index: u64) -> Entry<TypeConfig> {
     }
 }
 
-/// A data dir holding `ENTRIES` durable log entries, closed cleanly.
-fn filled(p: &Path) {
-    let p = p.to_path_buf();
-    std::thread::spawn(move || fill(&p)).join().unwrap();
+/// A new data dir (in a temporary dir) holding `ENTRIES` durable log entries, closed cleanly.
+fn filled() -> (tempfile::TempDir, PathBuf) {
+    let td = tempfile::tempdir().unwrap();
+    let p = td.path().join("d");
+    let dir = p.clone();
+    std::thread::spawn(move || fill(&dir)).join().unwrap();
+    (td, p)
 }
 
 fn fill(p: &Path) {
@@ -128,9 +131,7 @@ fn damage_after_a_clean_close_is_refused_untouched() {
         Damage::TruncatedToAThird,
         Damage::RandomHeader,
     ] {
-        let td = tempfile::tempdir().unwrap();
-        let p = td.path().join("d");
-        filled(&p);
+        let (_td, p) = filled();
         assert!(p.join("CLEAN").exists(), "a clean close leaves the seal");
         damage(&p, how, &mut rng);
         assert_refused_untouched(&p, &format!("{how:?} after a clean close"));
@@ -159,9 +160,7 @@ fn damage_entry(p: &Path, index: u64, rng: &mut impl Rng) -> usize {
 #[test]
 fn damage_to_live_data_after_a_crash_is_refused_untouched() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
-    let td = tempfile::tempdir().unwrap();
-    let p = td.path().join("d");
-    filled(&p);
+    let (_td, p) = filled();
     // Without the seal, the open cannot tell this from a crash after the last flush.
     std::fs::remove_file(p.join("CLEAN")).unwrap();
     // Entry 200's value is the only one of its bytes (index % 251), and one copy is live.
@@ -182,9 +181,7 @@ async fn any_damage_after_a_crash_is_refused_or_loses_nothing() {
         Damage::TruncatedToAThird,
         Damage::RandomHeader,
     ] {
-        let td = tempfile::tempdir().unwrap();
-        let p = td.path().join("d");
-        filled(&p);
+        let (_td, p) = filled();
         std::fs::remove_file(p.join("CLEAN")).unwrap();
         damage(&p, how, &mut rng);
         let before = files(&p);
@@ -208,9 +205,7 @@ async fn any_damage_after_a_crash_is_refused_or_loses_nothing() {
 
 #[tokio::test]
 async fn a_healthy_store_opens_with_or_without_the_seal() {
-    let td = tempfile::tempdir().unwrap();
-    let p = td.path().join("d");
-    filled(&p);
+    let (_td, p) = filled();
     for sealed in [true, false] {
         if !sealed {
             std::fs::remove_file(p.join("CLEAN")).unwrap();
@@ -230,9 +225,7 @@ async fn a_healthy_store_opens_with_or_without_the_seal() {
 
 #[tokio::test]
 async fn a_truncated_log_is_not_damage() {
-    let td = tempfile::tempdir().unwrap();
-    let p = td.path().join("d");
-    filled(&p);
+    let (_td, p) = filled();
     {
         let dir = DataDir::open(&p).unwrap();
         let (mut log, _sm) = dir.open_stores().unwrap();
@@ -257,9 +250,7 @@ async fn a_truncated_log_is_not_damage() {
 
 #[tokio::test]
 async fn a_reset_store_opens() {
-    let td = tempfile::tempdir().unwrap();
-    let p = td.path().join("d");
-    filled(&p);
+    let (_td, p) = filled();
     {
         let dir = DataDir::open(&p).unwrap();
         dir.reset().unwrap();
