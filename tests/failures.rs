@@ -293,3 +293,144 @@ fn t54_a_voter_down_too_long_is_replaced_by_an_up_learner() {
         })
     });
 }
+
+#[test]
+fn t55_reads_after_a_whole_cluster_crash_restart_see_every_acknowledged_write() {
+    // Every agent is SIGKILLed right after a burst of writes is acknowledged, then all restart
+    // on their old ports at once. A linearizable read, on any member, must see each of those
+    // writes: a restarted member must not serve reads from a leadership it held before the
+    // crash, whose commit point on disk may lag what it had acknowledged.
+    let mut c = Cluster::new();
+    c.form(3);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for round in 0..4u32 {
+        let leader = leader_of(&c);
+        let at = c.get(&leader).addr.clone();
+        let acked: Vec<(String, String)> = rt.block_on(async {
+            let client = ekka::Client::new(&at, COOKIE).unwrap();
+            let puts: Vec<_> = (0..16)
+                .map(|k| {
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        let (key, value) = (format!("k{k}"), format!("r{round}-{k}"));
+                        client
+                            .kv_put(&key, value.clone())
+                            .await
+                            .map(|_| (key, value))
+                    })
+                })
+                .collect();
+            let mut acked = Vec::new();
+            for p in puts {
+                if let Ok(kv) = p.await.unwrap() {
+                    acked.push(kv);
+                }
+            }
+            acked
+        });
+        assert!(
+            !acked.is_empty(),
+            "round {round}: no write was acknowledged"
+        );
+        let names = ["n1", "n2", "n3"];
+        for n in names {
+            c.get_mut(n).kill();
+        }
+        for n in names {
+            let addr = c.get(n).addr.clone();
+            c.get_mut(n).restart(&["--listen", &addr]);
+        }
+        for n in names {
+            let addr = c.get(n).addr.clone();
+            for (key, value) in &acked {
+                let got = rt.block_on(read_when_served(&addr, key));
+                assert_eq!(
+                    &got, value,
+                    "round {round}: a linearizable read of {key} on {n} missed an acknowledged write"
+                );
+            }
+        }
+    }
+}
+
+/// The name of the leader, as n1..n3 see it, once there is one.
+fn leader_of(c: &Cluster) -> String {
+    let mut name = String::new();
+    wait_until(WAIT, "a leader", || {
+        let s = c.get("n1").try_status();
+        match s.as_ref().and_then(|s| s["leader"].as_str()) {
+            Some(l) => {
+                name = l.to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    name
+}
+
+/// A linearizable read of `key` at `addr`, retried while there is no leader yet to serve it.
+async fn read_when_served(addr: &str, key: &str) -> String {
+    let client = ekka::Client::new(addr, COOKIE).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match client.kv_get(key, false).await {
+            Ok(e) => return String::from_utf8_lossy(&e.value).into_owned(),
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(
+                    matches!(
+                        e.code,
+                        ekka::ErrorCode::Unavailable | ekka::ErrorCode::NodeDown
+                    ),
+                    "read of {key} at {addr}: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("read of {key} at {addr} never served: {e}"),
+        }
+    }
+}
+
+#[test]
+fn t56_requests_through_a_follower_fail_over_from_a_frozen_leader() {
+    // The leader is frozen (SIGSTOP: its sockets accept, nothing answers). Requests sent through
+    // a follower must not wait for it until their deadline (15 s): once the others elect a new
+    // leader, a read is asked again there, and a write either reaches it or, when it was already
+    // in the frozen leader's hands, answers outcome_unknown at once.
+    let mut c = Cluster::new();
+    c.form(3);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let leader = leader_of(&c);
+    let follower = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != leader)
+        .unwrap();
+    let at = c.get(follower).addr.clone();
+    let client = rt.block_on(async { ekka::Client::new(&at, COOKIE).unwrap() });
+    rt.block_on(client.kv_put("k", "before")).unwrap();
+    // Sent right after the freeze, well inside the time the cluster needs to notice it.
+    let limit = Duration::from_secs(10);
+    c.get(&leader).pause();
+    let (read, write) = rt.block_on(async {
+        let (r, w) = tokio::join!(
+            tokio::time::timeout(limit, client.kv_get("k", false)),
+            tokio::time::timeout(limit, client.kv_put("k", "during")),
+        );
+        (r, w)
+    });
+    let read = read.expect("the read waited for the frozen leader");
+    let write = write.expect("the write waited for the frozen leader");
+    let value = String::from_utf8(read.expect("the read failed over").value.to_vec()).unwrap();
+    assert!(value == "before" || value == "during", "{value}");
+    if let Err(e) = &write {
+        assert_eq!(e.code, ekka::ErrorCode::OutcomeUnknown, "{e}");
+    }
+    // Writes go on through the follower while the old leader is still frozen.
+    let again = rt
+        .block_on(async { tokio::time::timeout(limit, client.kv_put("k", "after")).await })
+        .expect("a write after the failover waited");
+    again.expect("a write after the failover failed");
+    let read = rt.block_on(client.kv_get("k", false)).unwrap();
+    assert_eq!(&read.value[..], b"after");
+    c.get(&leader).resume();
+}

@@ -124,14 +124,18 @@ impl Inner {
                     if matches!(cmd, Command::SetAutoclean { .. }) {
                         return me.propose_on(&core, cmd).await.map(Reply::Local);
                     }
-                    me.submit(cmd).await.map(Reply::Local)
+                    me.submit(&core, cmd).await.map(Reply::Local)
                 },
-                |mut p| async move {
-                    let payload = take()
-                        .ok_or_else(|| internal("the command was taken twice"))
-                        .and_then(|cmd| to_payload(&cmd))
-                        .map_err(|e| tonic::Status::internal(e.message))?;
-                    p.forward(payload).await.map(|r| r.map(Reply::Remote))
+                |mut p| {
+                    // Encoded again on each try (a retry at a new leader is rare).
+                    let payload = match slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                        Some(cmd) => to_payload(cmd),
+                        None => Err(internal("the command was taken")),
+                    };
+                    async move {
+                        let payload = payload.map_err(|e| tonic::Status::internal(e.message))?;
+                        p.forward(payload).await.map(|r| r.map(Reply::Remote))
+                    }
                 },
             )
             .await?;
@@ -139,16 +143,20 @@ impl Inner {
     }
 
     /// Hands `cmd` to the leader's batcher and waits for its own result.
-    async fn submit(&self, cmd: Command) -> Result<Response, ApiError> {
+    async fn submit(&self, core: &Core, cmd: Command) -> Result<Response, ApiError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.batch_tx
             .send(Pending { cmd, tx })
             .map_err(|_| unavailable("this node is shutting down"))?;
-        rx.await.map_err(|_| {
-            outcome_unknown(
-                "the batcher stopped with the write in hand (shutdown); it may have been applied",
-            )
-        })?
+        tokio::select! {
+            r = rx => r.map_err(|_| {
+                outcome_unknown(
+                    "the batcher stopped with the write in hand (shutdown); it may have been \
+                     applied",
+                )
+            })?,
+            () = self.quorum_lost(core) => Err(crate::node::lost_quorum_in_flight()),
+        }
     }
 
     /// A read served by the leader after confirming it still leads (read index), or by this node
@@ -173,7 +181,10 @@ impl Inner {
                 forwarded,
                 false,
                 |core| async move { me.leader_read(&core, &q).await.map(Reply::Local) },
-                |mut p| async move { p.read(payload).await.map(|r| r.map(Reply::Remote)) },
+                |mut p| {
+                    let payload = payload.clone();
+                    async move { p.read(payload).await.map(|r| r.map(Reply::Remote)) }
+                },
             )
             .await?;
         reply.into_value()
@@ -214,10 +225,14 @@ impl Inner {
     async fn leader_read(&self, core: &Core, q: &ReadQuery) -> Result<KvRange, ApiError> {
         self.check_quorum(core)?;
         let fut = core.raft.ensure_linearizable();
-        tokio::time::timeout(self.cfg.op_timeout, fut)
-            .await
-            .map_err(|_| unavailable("no quorum: the read index was not confirmed in time"))?
-            .map_err(|e| unavailable(format!("no linearizable read: {e}")))?;
+        tokio::select! {
+            r = tokio::time::timeout(self.cfg.op_timeout, fut) => r
+                .map_err(|_| unavailable("no quorum: the read index was not confirmed in time"))?
+                .map_err(|e| unavailable(format!("no linearizable read: {e}")))?,
+            () = self.quorum_lost(core) => {
+                return Err(unavailable("no quorum: the leader lost its quorum during the read"))
+            }
+        };
         let st = core.state.read().unwrap_or_else(|e| e.into_inner());
         Ok(read_state(&st, q))
     }

@@ -314,6 +314,11 @@ impl Node {
 
 /// How long a request that finds no leader waits for an election before it fails.
 const LEADER_WAIT: Duration = Duration::from_secs(1);
+/// How long a request that could not reach the leader waits for the next one before failing:
+/// a few election timeouts.
+const FAILOVER_WAIT: Duration = Duration::from_secs(2);
+/// The answer of a member asked to lead a forwarded request it no longer leads.
+const NOT_LEADER: &str = "this node is not the leader";
 
 /// How long `Node::shutdown` waits for the Raft core to stop.
 const SHUTDOWN_RAFT_LIMIT: Duration = Duration::from_secs(3);
@@ -341,6 +346,12 @@ fn raft_err<E: std::fmt::Display>(e: RaftError<NodeId, E>) -> ApiError {
     }
 }
 
+/// A write handed to Raft when the leader lost its quorum (or its leadership): it was appended,
+/// perhaps replicated, and may commit later under this leader or the next.
+pub(crate) fn lost_quorum_in_flight() -> ApiError {
+    outcome_unknown("the leader lost its quorum with the write in flight; it may still be applied")
+}
+
 /// Whether a membership step may be tried again: no leader or quorum yet, or a previous try whose
 /// outcome is unknown (adding or removing the same member again is answered as already done).
 fn retryable(e: &ApiError) -> bool {
@@ -350,7 +361,7 @@ fn retryable(e: &ApiError) -> bool {
 fn write_err(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ApiError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            let mut err = unavailable("this node is not the leader");
+            let mut err = unavailable(NOT_LEADER);
             err.leader = f.leader_node.map(|n| n.addr);
             err
         }
@@ -531,25 +542,40 @@ impl Inner {
             cmd,
         };
         let fut = core.raft.client_write(req);
-        let resp = tokio::time::timeout(self.cfg.op_timeout, fut)
-            .await
-            .map_err(|_| {
+        let resp = tokio::select! {
+            r = tokio::time::timeout(self.cfg.op_timeout, fut) => r.map_err(|_| {
                 // Appended, perhaps replicated: it may still commit once a quorum answers.
                 outcome_unknown(format!(
                     "the write did not commit within {:?} (no quorum?); it may still be applied",
                     self.cfg.op_timeout
                 ))
-            })?
-            .map_err(|e| match self.fault() {
-                // Handed to Raft, which may have appended (even committed) it before the fault.
-                Some(f) => outcome_unknown(format!(
-                    "the write may have been applied: storage fault: {f}"
-                )),
-                None => write_err(e),
-            })?;
+            })?,
+            () = self.quorum_lost(core) => return Err(lost_quorum_in_flight()),
+        }
+        .map_err(|e| match self.fault() {
+            // Handed to Raft, which may have appended (even committed) it before the fault.
+            Some(f) => outcome_unknown(format!(
+                "the write may have been applied: storage fault: {f}"
+            )),
+            None => write_err(e),
+        })?;
         match resp.data.rejected {
             Some(r) => Err(from_reject(r)),
             None => Ok(resp.data),
+        }
+    }
+
+    /// Resolves once this node, as leader, has heard from no quorum of voters for `down_after`
+    /// (or no longer leads): what it has in flight will not commit while that lasts. Checked
+    /// every half `down_after`, so a request waits at most about `1.5 × down_after` past the
+    /// cut instead of its whole deadline.
+    pub(crate) async fn quorum_lost(&self, core: &Core) {
+        let every = self.cfg.down_after / 2;
+        loop {
+            tokio::time::sleep(every).await;
+            if !self.is_leader(core) || self.check_quorum(core).is_err() {
+                return;
+            }
         }
     }
 
@@ -566,7 +592,12 @@ impl Inner {
             let fut = core.raft.change_membership(change.clone(), retain);
             let r = tokio::time::timeout_at(deadline.into(), fut)
                 .await
-                .map_err(|_| unavailable("no quorum: the membership change did not commit"))?;
+                .map_err(|_| {
+                    outcome_unknown(
+                        "the membership change did not commit in time (no quorum?); it may still \
+                         be applied",
+                    )
+                })?;
             match r {
                 Ok(_) => return Ok(()),
                 Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
@@ -617,69 +648,127 @@ impl Inner {
     // ----- leader side -----
 
     /// Runs `local` when this node leads, else forwards with `remote` to the leader (one hop).
+    ///
+    /// Fails over: a request that never reached the leader (it is cut off, or refused the
+    /// connection) waits for the next leader, up to `FAILOVER_WAIT`, and goes there instead; a
+    /// read whose leader is replaced while it waits for the answer is asked again of the new one.
     /// With `write`, a forwarded request whose answer is lost after it was sent (the leader did
-    /// not answer in time, the connection broke) is `outcome_unknown`: the leader may have
-    /// applied it.
+    /// not answer in time, the connection broke, another leader took over meanwhile) is
+    /// `outcome_unknown`: the old leader may have applied it.
     pub(crate) async fn via_leader<T, L, R, LF, RF>(
         self: &Arc<Self>,
         forwarded: bool,
         write: bool,
         local: L,
-        remote: R,
+        mut remote: R,
     ) -> Result<T, ApiError>
     where
         L: FnOnce(Arc<Core>) -> LF,
         LF: std::future::Future<Output = Result<T, ApiError>>,
-        R: FnOnce(Peer) -> RF,
+        R: FnMut(Peer) -> RF,
         RF: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let core = self.core();
-        self.await_leader(&core).await;
-        if self.is_leader(&core) {
-            return local(core).await;
-        }
-        if forwarded {
-            return Err(unavailable("this node is not the leader"));
-        }
-        let (_, addr) = self
-            .leader(&core)
-            .ok_or_else(|| unavailable("no leader is known"))?;
-        if write {
-            // Cut off from the leader: refuse before sending, rather than send into a link that
-            // may be gone and leave the outcome unknown.
+        let deadline = Instant::now() + self.cfg.op_timeout;
+        loop {
+            let core = self.core();
+            self.await_leader(&core).await;
+            if self.is_leader(&core) {
+                return local(core).await;
+            }
+            if forwarded {
+                return Err(unavailable(NOT_LEADER));
+            }
+            let (leader, addr) = self
+                .leader(&core)
+                .ok_or_else(|| unavailable("no leader is known"))?;
+            // Cut off from the leader: a write is not sent into a link that may be gone (its
+            // outcome would be unknown); a new leader is probably being elected, so wait for it.
             let heard = *lock(&self.leader_heard);
             let limit = self.cfg.down_after;
-            if heard.is_some_and(|t| t.elapsed() > limit) {
+            if write && heard.is_some_and(|t| t.elapsed() > limit) {
+                if self.await_other_leader(&core, leader, deadline).await {
+                    continue;
+                }
                 return Err(unavailable(format!(
                     "no quorum: no word from the leader at {addr} in the last {limit:?}"
                 )));
             }
-        }
-        let peer = self.transport.peer(&addr, true).map_err(internal)?;
-        match tokio::time::timeout(self.cfg.op_timeout, remote(peer)).await {
-            Err(_) if write => Err(outcome_unknown(format!(
-                "the leader at {addr} did not answer in time; the write may have been applied"
-            ))),
-            Err(_) => Err(unavailable(format!("the leader at {addr} did not answer"))),
-            Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(st))
-                if write
-                    && st.metadata().get(ekka_proto::ERROR_HEADER).is_none()
-                    && !ekka_proto::never_sent(&st) =>
-            {
-                Err(outcome_unknown(format!(
+            let peer = self.transport.peer(&addr, true).map_err(internal)?;
+            let answer = tokio::select! {
+                r = tokio::time::timeout_at(deadline.into(), remote(peer)) => r,
+                () = self.leader_replaced(&core, leader) => {
+                    if write {
+                        return Err(outcome_unknown(format!(
+                            "the leader at {addr} was replaced while the write was in flight; \
+                             it may have been applied"
+                        )));
+                    }
+                    continue;
+                }
+            };
+            let st = match answer {
+                Err(_) if write => {
+                    return Err(outcome_unknown(format!(
+                        "the leader at {addr} did not answer in time; the write may have been \
+                         applied"
+                    )))
+                }
+                Err(_) => return Err(unavailable(format!("the leader at {addr} did not answer"))),
+                Ok(Ok(r)) => return Ok(r.into_inner()),
+                Ok(Err(st)) => st,
+            };
+            let coded = st.metadata().get(ekka_proto::ERROR_HEADER).is_some();
+            let err = if coded {
+                from_status(&st)
+            } else if write && !ekka_proto::never_sent(&st) {
+                return Err(outcome_unknown(format!(
                     "the connection to the leader at {addr} broke after the write was sent ({}); \
                      it may have been applied",
                     st.message()
-                )))
-            }
-            Ok(Err(st)) if st.metadata().get(ekka_proto::ERROR_HEADER).is_none() => {
-                Err(unavailable(format!(
+                )));
+            } else {
+                unavailable(format!(
                     "the leader at {addr} is unreachable: {}",
                     st.message()
-                )))
+                ))
+            };
+            // Nothing was done there (it was never reached, or it no longer leads): once
+            // another leader is known, go there.
+            let untouched = !coded || (err.code == ErrorCode::Unavailable && !write) || {
+                err.code == ErrorCode::Unavailable && err.message == NOT_LEADER
+            };
+            if untouched && self.await_other_leader(&core, leader, deadline).await {
+                continue;
             }
-            Ok(Err(st)) => Err(from_status(&st)),
+            return Err(err);
+        }
+    }
+
+    /// Waits until this node knows a leader other than `old`, at most `FAILOVER_WAIT` (and not
+    /// past `deadline`). False when none turned up.
+    async fn await_other_leader(&self, core: &Core, old: NodeId, deadline: Instant) -> bool {
+        let until = deadline.min(Instant::now() + FAILOVER_WAIT);
+        let wait = until.saturating_duration_since(Instant::now());
+        core.raft
+            .wait(Some(wait))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != old),
+                "another leader",
+            )
+            .await
+            .is_ok()
+    }
+
+    /// Resolves once this node no longer names `old` as the leader (never, if the metrics end).
+    async fn leader_replaced(&self, core: &Core, old: NodeId) {
+        let mut rx = core.raft.metrics();
+        loop {
+            if rx.borrow_and_update().current_leader != Some(old) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
         }
     }
 
@@ -704,9 +793,12 @@ impl Inner {
         let r2 = req.clone();
         self.via_leader(
             forwarded,
-            false,
+            !req.dry_run,
             |core| async move { me.leader_add_member(core, r2).await },
-            |mut p| async move { p.add_member(req).await },
+            |mut p| {
+                let req = req.clone();
+                async move { p.add_member(req).await }
+            },
         )
         .await
     }
@@ -875,7 +967,7 @@ impl Inner {
         let r2 = req.clone();
         self.via_leader(
             forwarded,
-            false,
+            true,
             |core| async move {
                 let known = core
                     .state
@@ -904,7 +996,10 @@ impl Inner {
                     revision: resp.revision,
                 })
             },
-            |mut p| async move { p.announce(req).await },
+            |mut p| {
+                let req = req.clone();
+                async move { p.announce(req).await }
+            },
         )
         .await
     }
@@ -918,7 +1013,7 @@ impl Inner {
         let r2 = req;
         self.via_leader(
             forwarded,
-            false,
+            true,
             |core| async move { me.leader_remove_member(core, r2.node_id, r2.leave).await },
             |mut p| async move { p.remove_member(req).await },
         )
@@ -1299,12 +1394,23 @@ impl Inner {
 
     async fn remove_with_retry(self: &Arc<Self>, id: NodeId, leave: bool) -> Result<(), ApiError> {
         let deadline = Instant::now() + self.cfg.op_timeout;
+        let mut unknown = false;
         loop {
             let req = pb::RemoveMemberRequest { node_id: id, leave };
             match self.remove_member(req, false).await {
                 Ok(_) => return Ok(()),
+                // An earlier try whose outcome was unknown did remove it.
+                Err(e) if unknown && e.code == ErrorCode::NodeNotInCluster => return Ok(()),
                 Err(e) if retryable(&e) && Instant::now() < deadline => {
+                    unknown |= e.code == ErrorCode::OutcomeUnknown;
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                // Unavailable now, but an earlier try may have gone through.
+                Err(e) if unknown && e.code == ErrorCode::Unavailable => {
+                    return Err(outcome_unknown(format!(
+                        "an earlier try may have removed it: {}",
+                        e.message
+                    )))
                 }
                 Err(e) => return Err(e),
             }
