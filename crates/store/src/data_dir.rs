@@ -84,6 +84,10 @@ pub struct DataDir {
     /// Copies of the persisted ids, validated at open and updated after each flushed write.
     node_id: AtomicU64,
     cluster_id: AtomicU64,
+    /// Counts resets. Stores opened before a reset must not write into the wiped trees (an old
+    /// Raft instance's snapshot build can outlive its shutdown): they check it under its read
+    /// lock, which [`DataDir::reset`] holds for writing while it wipes.
+    epoch: Arc<std::sync::RwLock<u64>>,
     /// Holds the dir's lock and seals the dir once the last handle on its db is gone. Shared
     /// with the stores; the last field, so it drops after the db handles beside it.
     closer: Arc<Closer>,
@@ -182,6 +186,7 @@ impl DataDir {
             watermark,
             node_id: AtomicU64::new(0),
             cluster_id: AtomicU64::new(0),
+            epoch: Arc::new(std::sync::RwLock::new(0)),
             closer,
         };
         match marker {
@@ -319,7 +324,8 @@ impl DataDir {
         )
         .map_err(|e| self.db_err(e))?;
         let sm = StateMachineStore::open(self.db(), log.clone(), &self.path.join(SNAPSHOT_DIR))
-            .map_err(|e| self.corrupt(e))?;
+            .map_err(|e| self.corrupt(e))?
+            .fenced_by(self.epoch.clone());
         Ok((log, sm))
     }
 
@@ -349,6 +355,9 @@ impl DataDir {
         // The log is about to go: the watermark first, durably, or the next open would take
         // the wiped log for a damaged one.
         self.watermark.lower(0).map_err(|e| self.db_err(e))?;
+        // Stores of the old instance can no longer write from here on.
+        let mut epoch = self.epoch.write().unwrap_or_else(|e| e.into_inner());
+        *epoch += 1;
         let id = random_id();
         self.meta()
             .insert(K_RESETTING, &id.to_be_bytes())
@@ -561,6 +570,29 @@ fn random_id() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_store_opened_before_a_reset_saves_no_snapshot_after_it() {
+        use openraft::storage::RaftSnapshotBuilder;
+        let td = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(&td.path().join("d")).unwrap();
+        let (_log, mut old) = dir.open_stores().unwrap();
+        old.build_snapshot()
+            .await
+            .expect("a snapshot before the reset");
+        dir.reset().unwrap();
+        // The old instance's build, finishing late: refused, and the wiped tree stays empty.
+        let late = old.build_snapshot().await;
+        assert!(
+            late.is_err(),
+            "a store from before the reset saved a snapshot"
+        );
+        let sm = dir.db().open_tree(TREE_SM).unwrap();
+        assert!(
+            sm.get(crate::state_machine::K_SNAP_META).unwrap().is_none(),
+            "the wiped tree holds a snapshot"
+        );
+    }
 
     #[test]
     fn interrupted_reset_is_finished_by_the_next_open() {

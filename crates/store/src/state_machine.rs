@@ -78,6 +78,9 @@ pub struct StateMachineStore {
     snapshot_write: Arc<tokio::sync::Mutex<()>>,
     /// Makes snapshot ids unique; starts at a random value so ids differ across restarts.
     snapshot_seq: Arc<AtomicU64>,
+    /// The data dir's reset counter and its value when this store opened: a store from before
+    /// a reset persists nothing more (see `DataDir::reset`).
+    epoch: Option<(Arc<RwLock<u64>>, u64)>,
     /// Last: dropped after the tree above (see `Closer`).
     _closer: Option<Arc<crate::data_dir::Closer>>,
 }
@@ -233,8 +236,16 @@ impl StateMachineStore {
             snapshot_dir: Arc::new(snapshot_dir.to_path_buf()),
             snapshot_write: Arc::new(tokio::sync::Mutex::new(())),
             snapshot_seq: Arc::new(AtomicU64::new(u64::from(rand::random::<u32>()) << 16)),
+            epoch: None,
             _closer: closer,
         })
+    }
+
+    /// Ties this store to the data dir's reset counter as it is now.
+    pub(crate) fn fenced_by(mut self, epoch: Arc<RwLock<u64>>) -> StateMachineStore {
+        let now = *epoch.read().unwrap_or_else(|e| e.into_inner());
+        self.epoch = Some((epoch, now));
+        self
     }
 
     /// The cluster state, updated as entries apply.
@@ -303,7 +314,22 @@ impl StateMachineStore {
         b.insert(K_SNAP_META, codec::encode(meta).map_err(err)?);
         b.insert(K_SNAP_FILE, name.as_bytes());
         b.remove(K_SNAP_DATA);
-        self.sm.apply_batch(b).map_err(err)?;
+        {
+            // Checked and written under the reset counter's read lock: a reset either waits
+            // for this write (and wipes it) or came first (and this store writes nothing).
+            let fence = self
+                .epoch
+                .as_ref()
+                .map(|(e, at)| (e.read().unwrap_or_else(|e| e.into_inner()), *at));
+            if let Some((now, at)) = &fence {
+                if **now != *at {
+                    return Err(AnyError::error(
+                        "the data dir was reset since this store opened; snapshot not saved",
+                    ));
+                }
+            }
+            self.sm.apply_batch(b).map_err(err)?;
+        }
         // Flushed before returning: a snapshot is persisted before the state machine moves on.
         self.log.flusher().flush().await.map_err(err)?;
         let (sm, dir) = (self.sm.clone(), self.snapshot_dir.clone());
