@@ -9,6 +9,7 @@ pub mod codec;
 pub mod command;
 pub mod error;
 pub mod event;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod id;
 pub mod kv;
