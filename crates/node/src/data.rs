@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use ekka_proto::pb;
 use ekka_types::{
-    ApiError, ClusterState, Command, ErrorCode, KvEntry, KvEvent, KvOp, LockOp, Outcome, Response,
+    ApiError, ClusterState, Command, DataCommand, ErrorCode, KvEntry, KvEvent, KvOp, LockOp,
+    Outcome, Response,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -121,10 +122,11 @@ impl Inner {
                 |core| async move {
                     let cmd = take().ok_or_else(|| internal("the command was taken twice"))?;
                     me.check_quorum(&core)?;
-                    if matches!(cmd, Command::SetAutoclean { .. }) {
-                        return me.propose_on(&core, cmd).await.map(Reply::Local);
+                    match DataCommand::try_from(cmd) {
+                        Ok(data) => me.submit(&core, data).await.map(Reply::Local),
+                        // SetAutoclean: an entry of its own.
+                        Err(cmd) => me.propose_on(&core, cmd).await.map(Reply::Local),
                     }
-                    me.submit(&core, cmd).await.map(Reply::Local)
                 },
                 |mut p| {
                     // Encoded again on each try (a retry at a new leader is rare).
@@ -143,7 +145,7 @@ impl Inner {
     }
 
     /// Hands `cmd` to the leader's batcher and waits for its own result.
-    async fn submit(&self, core: &Core, cmd: Command) -> Result<Response, ApiError> {
+    async fn submit(&self, core: &Core, cmd: DataCommand) -> Result<Response, ApiError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.batch_tx
             .send(Pending { cmd, tx })
@@ -423,7 +425,7 @@ impl Drop for LeaveLine {
 
 /// A lock or key-value command waiting for the leader's next batch.
 pub(crate) struct Pending {
-    cmd: Command,
+    cmd: DataCommand,
     tx: tokio::sync::oneshot::Sender<Result<Response, ApiError>>,
 }
 
@@ -431,7 +433,7 @@ impl Pending {
     /// Key and value bytes the command carries (what makes an entry large).
     fn cmd_bytes(&self) -> usize {
         match &self.cmd {
-            Command::Kv(op) => {
+            DataCommand::Kv(op) => {
                 op.key().len()
                     + match op {
                         KvOp::Put { value, .. }
@@ -441,7 +443,7 @@ impl Pending {
                         _ => 0,
                     }
             }
-            _ => 0,
+            DataCommand::Lock(_) => 0,
         }
     }
 }
@@ -488,7 +490,7 @@ pub(crate) async fn batcher(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<P
         let me = inner.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let (cmds, txs): (Vec<Command>, Vec<_>) =
+            let (cmds, txs): (Vec<DataCommand>, Vec<_>) =
                 batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
             let core = me.core();
             match me.propose_on(&core, Command::Batch(cmds)).await {

@@ -82,4 +82,15 @@ mod tests {
         b.truncate(b.len() - 2);
         assert!(decode::<Request>(&b).is_err());
     }
+
+    #[test]
+    fn a_batched_command_is_encoded_as_the_command_itself() {
+        // Batches held `Command`s before `DataCommand`: their entries must read back.
+        let Command::Kv(op) = put().cmd else {
+            unreachable!()
+        };
+        let one = encode(&Command::Kv(op.clone())).unwrap();
+        let batched = encode(&crate::DataCommand::Kv(op)).unwrap();
+        assert_eq!(one, batched);
+    }
 }

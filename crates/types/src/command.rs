@@ -68,7 +68,37 @@ pub enum Command {
     ExpireLocks,
     /// Lock and key-value commands of several clients in one entry, applied in order, each
     /// accepted or refused on its own (`Outcome::Batch`).
-    Batch(Vec<Command>),
+    Batch(Vec<DataCommand>),
+}
+
+/// A client's lock or key-value command: all a batch can hold. Its variants are encoded as
+/// [`Command`]'s of the same names, so a batch entry written before this type existed reads back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataCommand {
+    Lock(LockOp),
+    Kv(KvOp),
+}
+
+impl TryFrom<Command> for DataCommand {
+    /// The command itself, when it is not a client's lock or key-value command.
+    type Error = Command;
+
+    fn try_from(c: Command) -> Result<DataCommand, Command> {
+        match c {
+            Command::Lock(op) => Ok(DataCommand::Lock(op)),
+            Command::Kv(op) => Ok(DataCommand::Kv(op)),
+            other => Err(other),
+        }
+    }
+}
+
+impl From<DataCommand> for Command {
+    fn from(c: DataCommand) -> Command {
+        match c {
+            DataCommand::Lock(op) => Command::Lock(op),
+            DataCommand::Kv(op) => Command::Kv(op),
+        }
+    }
 }
 
 impl Command {

@@ -32,7 +32,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::check::{check_addr, check_name};
-use crate::command::{op_revision, Command, RemoveReason, Request, Response};
+use crate::command::{op_revision, Command, DataCommand, RemoveReason, Request, Response};
 use crate::id::NodeId;
 use crate::kv::KvOp;
 use crate::limits::{
@@ -288,7 +288,12 @@ fn data_op(b: &mut Bytes, idx: u64) -> Command {
                 }
             };
             let first = one(b);
-            Command::Batch(vec![first, one(b)])
+            // An expiry drawn here is left out: batches hold clients' commands only.
+            let cmds = [first, one(b)]
+                .into_iter()
+                .filter_map(|c| DataCommand::try_from(c).ok())
+                .collect();
+            Command::Batch(cmds)
         }
     }
 }

@@ -20,7 +20,7 @@ pub mod state;
 pub mod status;
 
 pub use command::{
-    op_revision, Command, OpResult, Outcome, Reject, RemoveReason, Request, Response,
+    op_revision, Command, DataCommand, OpResult, Outcome, Reject, RemoveReason, Request, Response,
 };
 pub use error::{ApiError, ErrorCode};
 pub use event::{Event, EventKind};

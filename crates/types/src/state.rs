@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::check::{check_addr, check_name};
 use crate::command::{
-    op_revision, Command, OpResult, Outcome, Reject, RemoveReason, Request, Response,
+    op_revision, Command, DataCommand, OpResult, Outcome, Reject, RemoveReason, Request, Response,
 };
 use crate::event::{Event, EventKind};
 use crate::id::{ClusterId, NodeId};
@@ -119,8 +119,15 @@ impl ClusterState {
         if self.locks.extend_pending && now != 0 {
             self.locks.extend_all(now);
         }
-        let Command::Batch(cmds) = cmd else {
-            return self.apply_op(op_revision(log_idx, 0), now, cmd);
+        let cmds = match cmd {
+            Command::Batch(cmds) => cmds,
+            Command::Lock(op) => return self.locks.apply(op_revision(log_idx, 0), now, op),
+            Command::Kv(op) => return self.kv.apply(op_revision(log_idx, 0), op),
+            Command::ExpireLocks => {
+                self.locks.expire(op_revision(log_idx, 0), now);
+                return Ok(Outcome::None);
+            }
+            _ => return Err(invalid("not a lock or key-value command")),
         };
         if cmds.len() as u64 > OPS_PER_ENTRY {
             return Err(invalid(format!(
@@ -150,15 +157,10 @@ impl ClusterState {
     }
 
     /// One lock or key-value operation at operation revision `rev`.
-    fn apply_op(&mut self, rev: u64, now: u64, cmd: &Command) -> Result<Outcome, Reject> {
+    fn apply_op(&mut self, rev: u64, now: u64, cmd: &DataCommand) -> Result<Outcome, Reject> {
         match cmd {
-            Command::Lock(op) => self.locks.apply(rev, now, op),
-            Command::Kv(op) => self.kv.apply(rev, op),
-            Command::ExpireLocks => {
-                self.locks.expire(rev, now);
-                Ok(Outcome::None)
-            }
-            _ => Err(invalid("not a lock or key-value command")),
+            DataCommand::Lock(op) => self.locks.apply(rev, now, op),
+            DataCommand::Kv(op) => self.kv.apply(rev, op),
         }
     }
 

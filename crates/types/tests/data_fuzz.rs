@@ -8,7 +8,7 @@
 use ekka_types::fuzzing::check_data_step;
 use ekka_types::kv::KvOp;
 use ekka_types::lock::LockOp;
-use ekka_types::{ClusterState, Command, Outcome, Request};
+use ekka_types::{ClusterState, Command, DataCommand, Outcome, Request};
 
 const CASES: usize = 300;
 const STEPS: usize = 300;
@@ -108,7 +108,11 @@ fn seeded_random_lock_and_key_sequences_keep_the_rules() {
                 now += next(&mut s) % 200;
                 fifo = !next(&mut s).is_multiple_of(4);
                 let cmd = if !fifo {
-                    Command::Batch((0..next(&mut s) % 6 + 1).map(|_| op(&mut s)).collect())
+                    Command::Batch(
+                        (0..next(&mut s) % 6 + 1)
+                            .filter_map(|_| DataCommand::try_from(op(&mut s)).ok())
+                            .collect(),
+                    )
                 } else {
                     op(&mut s)
                 };
