@@ -222,154 +222,13 @@ impl ClusterState {
                 name,
                 addr,
                 max_voters,
-            } => {
-                if self.cluster_id != 0 {
-                    return Err(Reject::AlreadyBootstrapped);
-                }
-                if *cluster_id == 0 {
-                    return Err(invalid("cluster id 0 is reserved"));
-                }
-                let mv = *max_voters as usize;
-                if mv == 0 || mv.is_multiple_of(2) || mv > MAX_VOTERS_LIMIT {
-                    return Err(invalid(format!(
-                        "max_voters must be odd, 1..={MAX_VOTERS_LIMIT}"
-                    )));
-                }
-                check_name(name).map_err(invalid)?;
-                check_addr(addr).map_err(invalid)?;
-                self.cluster_id = *cluster_id;
-                self.max_voters = *max_voters;
-                self.members.clear();
-                let m = Member {
-                    id: *id,
-                    name: name.clone(),
-                    addr: addr.clone(),
-                    role: Role::Voter,
-                    status: Status::Up,
-                    since_ms: now_ms,
-                    joined_at_ms: now_ms,
-                };
-                self.members.insert(*id, m);
-                self.event(rev, *id, EventKind::MemberJoined);
-                // Only a new cluster's sole member, as its leader, writes Bootstrap.
-                self.leader = *id;
-                self.event(rev, *id, EventKind::LeaderChanged);
-                Ok(())
-            }
-            Command::AddMember { id, name, addr } => {
-                check_name(name).map_err(invalid)?;
-                check_addr(addr).map_err(invalid)?;
-                if let Some(m) = self.members.get(id) {
-                    if m.name != *name {
-                        return Err(invalid(format!(
-                            "id {} already belongs to {}",
-                            crate::fmt_id(*id),
-                            m.name
-                        )));
-                    }
-                    if m.addr != *addr {
-                        self.members.get_mut(id).expect("checked above").addr = addr.clone();
-                        self.event(rev, *id, EventKind::AddressChanged { addr: addr.clone() });
-                    }
-                    return Ok(());
-                }
-                let old = self.member_by_name(name).map(|m| (m.id, m.status));
-                if let Some((_, status)) = old {
-                    if status != Status::Down {
-                        return Err(Reject::NameInUse { name: name.clone() });
-                    }
-                }
-                if old.is_none() && self.members.len() >= MAX_MEMBERS {
-                    return Err(Reject::TooManyMembers);
-                }
-                if let Some((old_id, _)) = old {
-                    self.event(rev, old_id, EventKind::MemberRemoved);
-                    self.members.remove(&old_id);
-                }
-                self.members.insert(
-                    *id,
-                    Member {
-                        id: *id,
-                        name: name.clone(),
-                        addr: addr.clone(),
-                        role: Role::Learner,
-                        status: Status::Joining,
-                        since_ms: now_ms,
-                        joined_at_ms: now_ms,
-                    },
-                );
-                self.event(rev, *id, EventKind::MemberJoined);
-                Ok(())
-            }
-            Command::MarkUp { id, addr } => {
-                if let Some(a) = addr {
-                    check_addr(a).map_err(invalid)?;
-                }
-                let m = self
-                    .members
-                    .get_mut(id)
-                    .ok_or(Reject::NoSuchMember { id: *id })?;
-                let mut kinds = Vec::new();
-                if let Some(a) = addr {
-                    if m.addr != *a {
-                        m.addr = a.clone();
-                        kinds.push(EventKind::AddressChanged { addr: a.clone() });
-                    }
-                }
-                if m.status != Status::Up {
-                    m.status = Status::Up;
-                    m.since_ms = now_ms;
-                    kinds.push(EventKind::MemberUp);
-                }
-                for k in kinds {
-                    self.event(rev, *id, k);
-                }
-                Ok(())
-            }
+            } => self.bootstrap(rev, now_ms, *cluster_id, *id, name, addr, *max_voters),
+            Command::AddMember { id, name, addr } => self.add_member(rev, now_ms, *id, name, addr),
+            Command::MarkUp { id, addr } => self.mark_up(rev, now_ms, *id, addr.as_deref()),
             Command::MarkDown { id } => self.set_status(rev, now_ms, *id, Status::Down),
             Command::MarkLeaving { id } => self.set_status(rev, now_ms, *id, Status::Leaving),
-            Command::SetRoles { voters, learners } => {
-                if voters.is_empty() {
-                    return Err(invalid("a configuration needs at least one voter"));
-                }
-                let voter_set: BTreeSet<NodeId> = voters.iter().copied().collect();
-                if voter_set.len() > self.max_voters as usize {
-                    return Err(Reject::TooManyVoters {
-                        max_voters: self.max_voters,
-                    });
-                }
-                let learner_set: BTreeSet<NodeId> = learners.iter().copied().collect();
-                let mut changed = Vec::new();
-                for m in self.members.values_mut() {
-                    let role = if voter_set.contains(&m.id) {
-                        Role::Voter
-                    } else if learner_set.contains(&m.id) || m.role == Role::Voter {
-                        Role::Learner
-                    } else {
-                        m.role
-                    };
-                    if role != m.role {
-                        m.role = role;
-                        changed.push((m.id, role));
-                    }
-                }
-                for (id, role) in changed {
-                    self.event(rev, id, EventKind::RoleChanged { role });
-                }
-                Ok(())
-            }
-            Command::RemoveMember { id, reason } => {
-                if !self.members.contains_key(id) {
-                    return Err(Reject::NoSuchMember { id: *id });
-                }
-                let kind = match reason {
-                    RemoveReason::Left => EventKind::MemberLeft,
-                    RemoveReason::Removed => EventKind::MemberRemoved,
-                };
-                self.event(rev, *id, kind);
-                self.members.remove(id);
-                Ok(())
-            }
+            Command::SetRoles { voters, learners } => self.set_roles(rev, voters, learners),
+            Command::RemoveMember { id, reason } => self.remove_member(rev, *id, *reason),
             Command::Lock(_) | Command::Kv(_) | Command::ExpireLocks | Command::Batch(_) => {
                 self.apply_data(rev, cmd).map(|_| ())
             }
@@ -378,6 +237,200 @@ impl ClusterState {
                 Ok(())
             }
         }
+    }
+
+    /// The first entry of a cluster: its id, limits and first member (a voter, up, leading).
+    #[allow(clippy::too_many_arguments)]
+    fn bootstrap(
+        &mut self,
+        rev: u64,
+        now_ms: u64,
+        cluster_id: ClusterId,
+        id: NodeId,
+        name: &str,
+        addr: &str,
+        max_voters: u32,
+    ) -> Result<(), Reject> {
+        if self.cluster_id != 0 {
+            return Err(Reject::AlreadyBootstrapped);
+        }
+        if cluster_id == 0 {
+            return Err(invalid("cluster id 0 is reserved"));
+        }
+        let mv = max_voters as usize;
+        if mv == 0 || mv.is_multiple_of(2) || mv > MAX_VOTERS_LIMIT {
+            return Err(invalid(format!(
+                "max_voters must be odd, 1..={MAX_VOTERS_LIMIT}"
+            )));
+        }
+        check_name(name).map_err(invalid)?;
+        check_addr(addr).map_err(invalid)?;
+        self.cluster_id = cluster_id;
+        self.max_voters = max_voters;
+        self.members.clear();
+        let m = Member {
+            id,
+            name: name.to_string(),
+            addr: addr.to_string(),
+            role: Role::Voter,
+            status: Status::Up,
+            since_ms: now_ms,
+            joined_at_ms: now_ms,
+        };
+        self.members.insert(id, m);
+        self.event(rev, id, EventKind::MemberJoined);
+        // Only a new cluster's sole member, as its leader, writes Bootstrap.
+        self.leader = id;
+        self.event(rev, id, EventKind::LeaderChanged);
+        Ok(())
+    }
+
+    /// A new `joining` learner, or the same member again (its address updated); a down member
+    /// of the same name gives way to it.
+    fn add_member(
+        &mut self,
+        rev: u64,
+        now_ms: u64,
+        id: NodeId,
+        name: &str,
+        addr: &str,
+    ) -> Result<(), Reject> {
+        check_name(name).map_err(invalid)?;
+        check_addr(addr).map_err(invalid)?;
+        if let Some(m) = self.members.get(&id) {
+            if m.name != name {
+                return Err(invalid(format!(
+                    "id {} already belongs to {}",
+                    crate::fmt_id(id),
+                    m.name
+                )));
+            }
+            if m.addr != addr {
+                self.members.get_mut(&id).expect("checked above").addr = addr.to_string();
+                self.event(
+                    rev,
+                    id,
+                    EventKind::AddressChanged {
+                        addr: addr.to_string(),
+                    },
+                );
+            }
+            return Ok(());
+        }
+        let old = self.member_by_name(name).map(|m| (m.id, m.status));
+        if let Some((_, status)) = old {
+            if status != Status::Down {
+                return Err(Reject::NameInUse {
+                    name: name.to_string(),
+                });
+            }
+        }
+        if old.is_none() && self.members.len() >= MAX_MEMBERS {
+            return Err(Reject::TooManyMembers);
+        }
+        if let Some((old_id, _)) = old {
+            self.event(rev, old_id, EventKind::MemberRemoved);
+            self.members.remove(&old_id);
+        }
+        self.members.insert(
+            id,
+            Member {
+                id,
+                name: name.to_string(),
+                addr: addr.to_string(),
+                role: Role::Learner,
+                status: Status::Joining,
+                since_ms: now_ms,
+                joined_at_ms: now_ms,
+            },
+        );
+        self.event(rev, id, EventKind::MemberJoined);
+        Ok(())
+    }
+
+    /// The member is up, at `addr` when given.
+    fn mark_up(
+        &mut self,
+        rev: u64,
+        now_ms: u64,
+        id: NodeId,
+        addr: Option<&str>,
+    ) -> Result<(), Reject> {
+        if let Some(a) = addr {
+            check_addr(a).map_err(invalid)?;
+        }
+        let m = self
+            .members
+            .get_mut(&id)
+            .ok_or(Reject::NoSuchMember { id })?;
+        let mut kinds = Vec::new();
+        if let Some(a) = addr {
+            if m.addr != a {
+                m.addr = a.to_string();
+                kinds.push(EventKind::AddressChanged {
+                    addr: a.to_string(),
+                });
+            }
+        }
+        if m.status != Status::Up {
+            m.status = Status::Up;
+            m.since_ms = now_ms;
+            kinds.push(EventKind::MemberUp);
+        }
+        for k in kinds {
+            self.event(rev, id, k);
+        }
+        Ok(())
+    }
+
+    /// Mirrors Raft's voter and learner sets into the members' roles.
+    fn set_roles(
+        &mut self,
+        rev: u64,
+        voters: &[NodeId],
+        learners: &[NodeId],
+    ) -> Result<(), Reject> {
+        if voters.is_empty() {
+            return Err(invalid("a configuration needs at least one voter"));
+        }
+        let voter_set: BTreeSet<NodeId> = voters.iter().copied().collect();
+        if voter_set.len() > self.max_voters as usize {
+            return Err(Reject::TooManyVoters {
+                max_voters: self.max_voters,
+            });
+        }
+        let learner_set: BTreeSet<NodeId> = learners.iter().copied().collect();
+        let mut changed = Vec::new();
+        for m in self.members.values_mut() {
+            let role = if voter_set.contains(&m.id) {
+                Role::Voter
+            } else if learner_set.contains(&m.id) || m.role == Role::Voter {
+                Role::Learner
+            } else {
+                m.role
+            };
+            if role != m.role {
+                m.role = role;
+                changed.push((m.id, role));
+            }
+        }
+        for (id, role) in changed {
+            self.event(rev, id, EventKind::RoleChanged { role });
+        }
+        Ok(())
+    }
+
+    fn remove_member(&mut self, rev: u64, id: NodeId, reason: RemoveReason) -> Result<(), Reject> {
+        if !self.members.contains_key(&id) {
+            return Err(Reject::NoSuchMember { id });
+        }
+        let kind = match reason {
+            RemoveReason::Left => EventKind::MemberLeft,
+            RemoveReason::Removed => EventKind::MemberRemoved,
+        };
+        self.event(rev, id, kind);
+        self.members.remove(&id);
+        Ok(())
     }
 
     fn set_status(
