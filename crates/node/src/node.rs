@@ -371,6 +371,11 @@ impl Inner {
         self.cluster_id.load(Ordering::SeqCst)
     }
 
+    /// The cluster id `ekka cluster recover` replaced on this node (0 if none).
+    pub(crate) fn recovered_from(&self) -> u64 {
+        self.data.recovered_from()
+    }
+
     fn run_prepare(&self, a: Action) {
         let cbs: Vec<PrepareFn> = lock(&self.prepare).clone();
         for f in cbs {
@@ -479,6 +484,9 @@ impl Inner {
                             .await;
                         return;
                     }
+                    // Another cluster (e.g. one recovered from ours) answers there: say so, keep
+                    // everything, try the others.
+                    Ok(Err(st)) => self.transport.note_refused(&addr, &st),
                     _ => {}
                 }
             }
@@ -1001,6 +1009,7 @@ impl Inner {
             n_members: n as u32,
             singleton: self.cfg.singleton,
             joining: self.joining.load(Ordering::SeqCst),
+            recovered_from: self.data.recovered_from(),
         }
     }
 
@@ -1097,6 +1106,19 @@ impl Inner {
         if hello.joining || hello.cluster_id == 0 {
             return Err(unavailable(format!("{addr} is busy joining a cluster")));
         }
+        // The target's cluster was recovered (`ekka cluster recover`) from this node's: this
+        // node's cluster is a generation the operator gave up on, so it may be left behind
+        // whatever its size, as autoheal leaves a cluster (the target may even be in its members).
+        let superseded = my_cluster != 0 && hello.recovered_from == my_cluster;
+        if superseded && !heal {
+            info!(
+                %addr,
+                old = %fmt_id(my_cluster),
+                new = %fmt_id(hello.cluster_id),
+                "joining the cluster recovered from this node's cluster: dropping this node's copy of the old one"
+            );
+        }
+        let heal = heal || superseded;
         let (n_members, has_target) = {
             let st = core.state.read().unwrap_or_else(|e| e.into_inner());
             (st.members.len(), st.members.contains_key(&hello.node_id))
