@@ -126,6 +126,10 @@ fn t90_old_members_are_refused_by_a_recovered_cluster_keep_their_data_and_join_o
     // The old members join the recovered cluster on purpose.
     c.get_mut("n2").restart(&["--listen", &addr[1]]);
     c.get_mut("n3").restart(&["--listen", &addr[2]]);
+    // Never the other way round: that would wipe the recovered cluster into the old one.
+    let out = c.get("n1").cli(&["cluster", "join", &addr[1]]);
+    assert_eq!(out.err_code(), "invalid_argument", "{out:?}");
+    assert_eq!(kv_get(c.get("n1"), "k9", false).ok(), "v9");
     for n in ["n2", "n3"] {
         let out = c.get(n).cli(&["cluster", "join", &addr[0]]);
         assert!(out.ok().starts_with("joined "), "{n}: {out:?}");
