@@ -145,3 +145,70 @@ fn t90_old_members_are_refused_by_a_recovered_cluster_keep_their_data_and_join_o
     assert_eq!(kv_get(c.get("n3"), "after", false).ok(), "y");
     assert!(!log_of(c.get("n1")).contains("panicked"));
 }
+
+#[test]
+fn t91_autocluster_never_joins_across_a_recovery() {
+    let mut c = Cluster::new();
+    let addrs: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port_on(&["127.0.0.1"])))
+        .collect();
+    let seeds = addrs.join(",");
+    let args = |i: usize| -> Vec<&str> {
+        vec![
+            "--listen",
+            &addrs[i],
+            "--discovery",
+            "static",
+            "--seeds",
+            &seeds,
+            "--retry-interval",
+            "200ms",
+        ]
+    };
+    for i in 0..3 {
+        c.start(&format!("n{}", i + 1), &args(i));
+    }
+    wait_formed(c.get("n1"), &["n1", "n2", "n3"], WAIT);
+    c.get("n1").cli(&["kv", "put", "old", "x"]).ok();
+    let old_cluster = c.get("n1").status()["cluster_id"].clone();
+    for n in ["n1", "n2", "n3"] {
+        c.get_mut(n).kill();
+    }
+    let dir = c.get("n1").data_dir.clone();
+    let out = run(&["cluster", "recover", "--data-dir", dir.to_str().unwrap()]);
+    assert_eq!(out.ok(), "recovered");
+    c.get_mut("n1").restart(&args(0));
+    let new_cluster = c.get("n1").status()["cluster_id"].clone();
+    for i in 0..5 {
+        c.get("n1").cli(&["kv", "put", &format!("k{i}"), "v"]).ok();
+    }
+    c.get_mut("n2").restart(&args(1));
+    c.get_mut("n3").restart(&args(2));
+    // The old members form their old cluster again (a quorum of it); the recovered node, a
+    // one-node cluster, would join that larger cluster if discovery crossed the recovery, and
+    // the old members would be wiped into the recovered one if it were larger.
+    // Until n1's autocluster has looked at them (or n1 has joined them: the bug).
+    wait_until(WAIT, "n1's autocluster saw the old members", || {
+        let log = log_of(c.get("n1"));
+        log.contains("only nodes of another generation")
+            || log.contains("which this node's cluster was recovered from")
+            || c.get("n1")
+                .try_status()
+                .is_some_and(|s| s["cluster_id"] != new_cluster)
+    });
+    for n in ["n2", "n3"] {
+        let a = c.get(n);
+        wait_until(WAIT, &format!("{n} back in its old cluster"), || {
+            a.try_status()
+                .is_some_and(|s| s["leader"].is_string() && s["cluster_id"] == old_cluster)
+        });
+    }
+    let n1 = c.get("n1");
+    let s = n1.status();
+    assert_eq!(s["cluster_id"], new_cluster, "{s}");
+    assert_eq!(running(&s), ["n1"], "{s}");
+    for i in 0..5 {
+        assert_eq!(kv_get(n1, &format!("k{i}"), false).ok(), "v");
+    }
+    assert_eq!(kv_get(c.get("n2"), "old", true).ok(), "x");
+}
