@@ -58,6 +58,11 @@ pub async fn run(cmd: ClusterCmd) -> Result<(), ApiError> {
             if report.kept_keys > 0 {
                 eprintln!("keeping {} keys", report.kept_keys);
             }
+            eprintln!(
+                "new cluster id {} (was {}): members of the old cluster are refused until joined with `ekka cluster join`",
+                fmt_id(report.cluster_id),
+                fmt_id(report.recovered_from)
+            );
             println!("recovered");
         }
     }

@@ -7,7 +7,9 @@
 //!   one-node clusters that is the lowest-name bootstrap rule);
 //! - a one-node cluster joins the winner (once `bootstrap_expect` nodes are seen, while all are
 //!   single);
-//! - a cluster of several nodes dissolves into a strictly larger one only with `autoheal`.
+//! - a cluster of several nodes dissolves into a strictly larger one only with `autoheal`;
+//! - never across a recovery: a recovered cluster and the cluster it was recovered from ignore
+//!   each other (joining one into the other is the operator's call).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -114,7 +116,21 @@ async fn discover_and_join(inner: &Arc<Inner>, s: &dyn Strategy) -> Round {
         Err(e) => return Round::Again(format!("discover: {e}")),
     };
     let me = inner.hello().await;
-    let hellos = futures_hello(inner, peers, me.node_id).await;
+    let mut hellos = futures_hello(inner, peers, me.node_id).await;
+    // Never across a recovery (`ekka cluster recover`), either way: a recovered node does not
+    // rejoin the generation it replaced, and a member of that old generation is not wiped into
+    // the recovered one; an operator joins it on purpose.
+    let seen = hellos.len();
+    hellos.retain(|(_, h)| {
+        let older = me.recovered_from != 0 && h.cluster_id == me.recovered_from;
+        let newer = h.recovered_from != 0 && h.recovered_from == me.cluster_id;
+        !older && !newer
+    });
+    if hellos.len() < seen && hellos.is_empty() {
+        return Round::Again(
+            "only nodes of another generation of this cluster (cluster recover) discovered".into(),
+        );
+    }
     if hellos.is_empty() {
         return Round::Again("no other live node discovered".into());
     }

@@ -68,7 +68,12 @@ pub struct Transport {
     last_ok: Arc<Mutex<HashMap<NodeId, Instant>>>,
     /// Set when a member of our cluster answered that this node was removed.
     removed: Arc<tokio::sync::watch::Sender<bool>>,
+    /// When a refusal ("cluster mismatch") by each address was last logged.
+    refused: Arc<Mutex<HashMap<String, Instant>>>,
 }
+
+/// How often the same peer's refusal of this node's cluster is logged.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Transport {
     /// `cookie` must be printable ASCII (checked by `NodeConfig::validate`).
@@ -80,6 +85,7 @@ impl Transport {
             cluster_id,
             last_ok: Arc::default(),
             removed: Arc::new(tokio::sync::watch::channel(false).0),
+            refused: Arc::default(),
         })
     }
 
@@ -136,6 +142,36 @@ impl Transport {
     /// Re-arms the removed signal (after the node has reset).
     pub fn clear_removed(&self) {
         self.removed.send_replace(false);
+    }
+
+    /// Logs (at most every ten seconds per address) that the node at `addr` refused this
+    /// node's messages because it is in another cluster, e.g. one `ekka cluster recover` made
+    /// from this node's. Nothing else happens: this node keeps its data and its cluster.
+    pub fn note_refused(&self, addr: &str, st: &tonic::Status) {
+        if st.code() != tonic::Code::FailedPrecondition
+            || !st.message().starts_with("cluster mismatch")
+        {
+            return;
+        }
+        {
+            let mut m = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            if m.get(addr)
+                .is_some_and(|t| now.duration_since(*t) < REFUSED_LOG_EVERY)
+            {
+                return;
+            }
+            if m.len() > 64 {
+                m.clear();
+            }
+            m.insert(addr.to_string(), now);
+        }
+        tracing::warn!(
+            %addr,
+            cluster = %ekka_types::fmt_id(self.cluster_id()),
+            reason = %st.message(),
+            "refused by a node of another cluster; this node keeps its data and its cluster"
+        );
     }
 
     pub fn record_ok(&self, id: NodeId) {
@@ -215,6 +251,7 @@ impl PeerConn {
     }
 
     fn status_err<E: std::error::Error>(&self, st: tonic::Status) -> RpcErr<E> {
+        self.transport.note_refused(&self.addr(), &st);
         let removed = st
             .metadata()
             .get(ekka_proto::ERROR_HEADER)

@@ -382,6 +382,11 @@ impl Inner {
         self.cluster_id.load(Ordering::SeqCst)
     }
 
+    /// The cluster id `ekka cluster recover` replaced on this node (0 if none).
+    pub(crate) fn recovered_from(&self) -> u64 {
+        self.data.recovered_from()
+    }
+
     fn run_prepare(&self, a: Action) {
         let cbs: Vec<PrepareFn> = lock(&self.prepare).clone();
         for f in cbs {
@@ -467,8 +472,15 @@ impl Inner {
     /// Tells the cluster this member runs at `self.addr`, until one leader accepts it.
     async fn announce_loop(self: Arc<Self>) {
         let mut shutdown = self.shutdown.subscribe();
+        // The Raft instance whose membership this loop announces. Once the node resets (a join,
+        // e.g. of a cluster recovered from this one, a leave or a removal) the announcement is
+        // moot, and an answer to it says nothing about the node's new cluster.
+        let mine = self.core();
         loop {
-            let core = self.core();
+            if !Arc::ptr_eq(&self.core(), &mine) {
+                return;
+            }
+            let core = mine.clone();
             let req = pb::AnnounceRequest {
                 node_id: core.node_id,
                 addr: self.addr.clone(),
@@ -484,12 +496,26 @@ impl Inner {
                         return;
                     }
                     Ok(Err(st)) if from_status(&st).code == ErrorCode::NodeNotInCluster => {
-                        warn!("the cluster no longer has this member: resetting to a fresh node");
-                        let _ = self
-                            .reset_and_reboot(Action::Heal, Reset::Fresh { keep: None })
-                            .await;
+                        if Arc::ptr_eq(&self.core(), &mine) && !self.joining.load(Ordering::SeqCst)
+                        {
+                            warn!(
+                                "the cluster no longer has this member: resetting to a fresh node"
+                            );
+                            self.run_prepare(Action::Heal);
+                            match self
+                                .reset_if(Some(&mine), Reset::Fresh { keep: None })
+                                .await
+                            {
+                                Ok(true) => self.run_reboot(),
+                                Ok(false) => {}
+                                Err(e) => warn!(error = %e, "reset after removal failed"),
+                            }
+                        }
                         return;
                     }
+                    // Another cluster (e.g. one recovered from ours) answers there: say so, keep
+                    // everything, try the others.
+                    Ok(Err(st)) => self.transport.note_refused(&addr, &st),
                     _ => {}
                 }
             }
@@ -1096,6 +1122,7 @@ impl Inner {
             n_members: n as u32,
             singleton: self.cfg.singleton,
             joining: self.joining.load(Ordering::SeqCst),
+            recovered_from: self.data.recovered_from(),
         }
     }
 
@@ -1192,6 +1219,33 @@ impl Inner {
         if hello.joining || hello.cluster_id == 0 {
             return Err(unavailable(format!("{addr} is busy joining a cluster")));
         }
+        let replaced = self.recovered_from();
+        if replaced != 0 && hello.cluster_id == replaced {
+            // Joining would wipe the recovered cluster's only copy into the one it replaced.
+            return Err(ApiError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "{} is in cluster {}, which this node's cluster was recovered from \
+                     (`ekka cluster recover`); join {} to this node instead",
+                    hello.name,
+                    fmt_id(replaced),
+                    hello.name
+                ),
+            ));
+        }
+        // The target's cluster was recovered (`ekka cluster recover`) from this node's: this
+        // node's cluster is a generation the operator gave up on, so it may be left behind
+        // whatever its size, as autoheal leaves a cluster (the target may even be in its members).
+        let superseded = my_cluster != 0 && hello.recovered_from == my_cluster;
+        if superseded && !heal {
+            info!(
+                %addr,
+                old = %fmt_id(my_cluster),
+                new = %fmt_id(hello.cluster_id),
+                "joining the cluster recovered from this node's cluster: dropping this node's copy of the old one"
+            );
+        }
+        let heal = heal || superseded;
         let (n_members, has_target) = {
             let st = core.state.read().unwrap_or_else(|e| e.into_inner());
             (st.members.len(), st.members.contains_key(&hello.node_id))
@@ -1463,8 +1517,23 @@ impl Inner {
 
     /// Stops Raft, wipes the data dir's Raft and state-machine data and starts a new instance.
     async fn reset(self: &Arc<Self>, how: Reset) -> Result<(), ApiError> {
+        self.reset_if(None, how).await.map(|_| ())
+    }
+
+    /// As [`Inner::reset`]; with `expect`, only while that is still this node's Raft instance
+    /// and no join is under way (`false`, nothing changed, otherwise).
+    async fn reset_if(
+        self: &Arc<Self>,
+        expect: Option<&Arc<Core>>,
+        how: Reset,
+    ) -> Result<bool, ApiError> {
         let _r = self.reset_lock.lock().await;
         let old = self.core();
+        if let Some(e) = expect {
+            if !Arc::ptr_eq(&old, e) || self.joining.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+        }
         old.raft.shutdown().await.map_err(internal)?;
         let (node_id, fresh, keep) = match how {
             Reset::Join { cluster_id } => {
@@ -1489,7 +1558,7 @@ impl Inner {
         if fresh {
             self.bootstrap(&new, keep).await?;
         }
-        Ok(())
+        Ok(true)
     }
 
     pub(crate) fn watch(

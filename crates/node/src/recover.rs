@@ -1,5 +1,14 @@
 //! `recover`: offline disaster recovery. Turns a surviving node's data dir into a one-node cluster
-//! (same cluster id, same node id) when quorum is lost for good. Never automatic.
+//! when quorum is lost for good. Never automatic.
+//!
+//! The recovered cluster is a new generation: it gets a new cluster id (the node keeps its id),
+//! and the data dir records the old one as `recovered_from`. Every Raft RPC carries the sender's
+//! cluster id and is refused unless it is the receiver's (`server.rs`), so members of the old
+//! generation that come back can neither vote in nor append to the recovered cluster (its fresh
+//! log starts again at term 1, which an old leader's higher term would otherwise overrule), and
+//! the recovered node never answers them "not a member" (which would make them wipe themselves).
+//! They keep their data until an operator joins them to the recovered cluster (`cluster join`,
+//! which a recovered node's hello allows for members of the cluster it was recovered from).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,7 +27,10 @@ use crate::NodeConfig;
 /// What `recover` kept and what it threw away.
 #[derive(Clone, Debug)]
 pub struct RecoverReport {
+    /// The new generation's cluster id.
     pub cluster_id: u64,
+    /// The cluster id before the recovery (members still on it are refused).
+    pub recovered_from: u64,
     pub kept: Member,
     pub discarded: Vec<Member>,
     /// Keys carried over into the recovered cluster (with new revisions).
@@ -79,9 +91,17 @@ pub async fn recover(dir: &Path) -> Result<RecoverReport, ApiError> {
         .cloned()
         .collect();
 
+    // A new generation: a cluster id that neither the old cluster nor anything before it had.
+    let new_cluster_id = loop {
+        let id = rand::random::<u64>();
+        if id != 0 && id != st.cluster_id && id != cluster_id && id != data.recovered_from() {
+            break id;
+        }
+    };
     data.reset().map_err(internal)?;
     data.set_node_id(node_id).map_err(internal)?;
-    data.set_cluster_id(st.cluster_id).map_err(internal)?;
+    data.set_recovered(new_cluster_id, st.cluster_id)
+        .map_err(internal)?;
     let raft = build_core(&data, node_id, &transport, &config)
         .await?
         .raft
@@ -101,7 +121,7 @@ pub async fn recover(dir: &Path) -> Result<RecoverReport, ApiError> {
     let req = Request {
         now_ms: now_ms(),
         cmd: Command::Bootstrap {
-            cluster_id: st.cluster_id,
+            cluster_id: new_cluster_id,
             id: node_id,
             name: me.name.clone(),
             addr: me.addr.clone(),
@@ -133,7 +153,8 @@ pub async fn recover(dir: &Path) -> Result<RecoverReport, ApiError> {
     }
     raft.shutdown().await.map_err(internal)?;
     Ok(RecoverReport {
-        cluster_id: st.cluster_id,
+        cluster_id: new_cluster_id,
+        recovered_from: st.cluster_id,
         kept: me,
         discarded,
         kept_keys,

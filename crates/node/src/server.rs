@@ -1,7 +1,9 @@
 //! The gRPC server: the `Peer` service (Raft RPCs and forwarded membership requests) and the
 //! `Cluster` service (the client API), both behind the cookie check.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ekka_proto::pb::cluster_server::{Cluster, ClusterServer};
 use ekka_proto::pb::peer_server::{Peer, PeerServer};
@@ -33,6 +35,7 @@ pub(crate) fn spawn(inner: Arc<Inner>, listener: tokio::net::TcpListener) {
     let check = move |req: Request<()>| check_cookie(&cookie, req);
     let peer = PeerServer::new(PeerSvc {
         inner: inner.clone(),
+        refusals: Mutex::default(),
     })
     .max_decoding_message_size(MAX_RPC_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_RPC_MESSAGE_BYTES);
@@ -101,10 +104,19 @@ fn forwarded<T>(req: &Request<T>) -> bool {
 
 struct PeerSvc {
     inner: Arc<Inner>,
+    /// When a refusal of each foreign cluster id was last logged (a refused leader retries
+    /// several times a second).
+    refusals: Mutex<HashMap<Option<u64>, Instant>>,
 }
 
+/// How often a refusal of the same foreign cluster is logged.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
 impl PeerSvc {
-    /// Raft RPCs are only taken from members of this node's cluster.
+    /// Raft RPCs are only taken from members of this node's cluster, and of this generation of
+    /// it: a cluster made by `ekka cluster recover` has a new id, so members of the old one are
+    /// refused here, before anything reaches openraft. The refusal says so in words the sender
+    /// logs; it is never "not a member" (which makes a node wipe itself).
     #[allow(clippy::result_large_err)]
     fn check_cluster<T>(&self, req: &Request<T>) -> Result<(), Status> {
         let theirs = req
@@ -116,10 +128,52 @@ impl PeerSvc {
         if ours != 0 && theirs == Some(ours) {
             return Ok(());
         }
-        Err(Status::failed_precondition(format!(
-            "cluster mismatch: this node is in {}",
-            fmt_id(ours)
-        )))
+        let from = self.inner.recovered_from();
+        let old_generation = from != 0 && theirs == Some(from);
+        let msg = if old_generation {
+            format!(
+                "cluster mismatch: cluster {} here was recovered from cluster {} by `ekka cluster \
+                 recover`; members of {} are refused and keep their data; to move one into {}, \
+                 run `ekka cluster join {}` on it",
+                fmt_id(ours),
+                fmt_id(from),
+                fmt_id(from),
+                fmt_id(ours),
+                self.inner.addr
+            )
+        } else {
+            format!("cluster mismatch: this node is in {}", fmt_id(ours))
+        };
+        if self.should_log(theirs) {
+            let peer = req
+                .remote_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "unknown".into());
+            let sender = theirs.map(fmt_id).unwrap_or_else(|| "none".into());
+            if old_generation {
+                warn!(%peer, sender_cluster = %sender, cluster = %fmt_id(ours),
+                    "refused a Raft message from another cluster: the one this cluster was recovered from");
+            } else {
+                info!(%peer, sender_cluster = %sender, cluster = %fmt_id(ours),
+                    "refused a Raft message from another cluster");
+            }
+        }
+        Err(Status::failed_precondition(msg))
+    }
+
+    fn should_log(&self, theirs: Option<u64>) -> bool {
+        let mut m = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match m.get(&theirs) {
+            Some(t) if now.duration_since(*t) < REFUSAL_LOG_EVERY => false,
+            _ => {
+                if m.len() > 64 {
+                    m.clear();
+                }
+                m.insert(theirs, now);
+                true
+            }
+        }
     }
 }
 

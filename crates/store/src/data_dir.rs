@@ -6,7 +6,7 @@
 //!
 //! | tree   | keys                                             |
 //! |--------|--------------------------------------------------|
-//! | `meta` | `format`, `node_id`, `cluster_id`, `resetting`   |
+//! | `meta` | `format`, `node_id`, `cluster_id`, `recovered_from`, `resetting` |
 //! | `raft` | `vote`, `committed`, `last_purged`               |
 //! | `log`  | entry index (u64 BE) → `Entry` (`ekka_types::codec`) |
 //! | `sm`   | `snapshot_meta`, `snapshot_data` (the last one)  |
@@ -62,6 +62,8 @@ const SNAPSHOT_DIR: &str = "snapshots";
 pub(crate) const K_FORMAT: &[u8] = b"format";
 pub(crate) const K_NODE_ID: &[u8] = b"node_id";
 const K_CLUSTER_ID: &[u8] = b"cluster_id";
+/// The cluster id this dir's cluster was recovered from (`ekka cluster recover`); absent if none.
+const K_RECOVERED_FROM: &[u8] = b"recovered_from";
 /// Present (holding the new node id) while a reset is under way.
 const K_RESETTING: &[u8] = b"resetting";
 
@@ -88,6 +90,7 @@ pub struct DataDir {
     /// Raft instance's snapshot build can outlive its shutdown): they check it under its read
     /// lock, which [`DataDir::reset`] holds for writing while it wipes.
     epoch: Arc<std::sync::RwLock<u64>>,
+    recovered_from: AtomicU64,
     /// Holds the dir's lock and seals the dir once the last handle on its db is gone. Shared
     /// with the stores; the last field, so it drops after the db handles beside it.
     closer: Arc<Closer>,
@@ -187,6 +190,7 @@ impl DataDir {
             node_id: AtomicU64::new(0),
             cluster_id: AtomicU64::new(0),
             epoch: Arc::new(std::sync::RwLock::new(0)),
+            recovered_from: AtomicU64::new(0),
             closer,
         };
         match marker {
@@ -261,6 +265,8 @@ impl DataDir {
         }
         let cluster_id = self.read_u64(K_CLUSTER_ID)?.unwrap_or(0);
         self.cluster_id.store(cluster_id, Ordering::SeqCst);
+        let from = self.read_u64(K_RECOVERED_FROM)?.unwrap_or(0);
+        self.recovered_from.store(from, Ordering::SeqCst);
         Ok(())
     }
 
@@ -304,6 +310,25 @@ impl DataDir {
         // Flushed before returning: the node must not forget which cluster it joined.
         self.flush()?;
         self.cluster_id.store(id, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The cluster this node's cluster was recovered from by `ekka cluster recover` (its previous
+    /// generation); 0 if none. A reset forgets it.
+    pub fn recovered_from(&self) -> u64 {
+        self.recovered_from.load(Ordering::SeqCst)
+    }
+
+    /// Records, in one flushed write, that this dir now belongs to `cluster_id`, a new
+    /// generation recovered from cluster `from`.
+    pub fn set_recovered(&self, cluster_id: u64, from: u64) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        b.insert(K_CLUSTER_ID, &cluster_id.to_be_bytes());
+        b.insert(K_RECOVERED_FROM, &from.to_be_bytes());
+        self.meta().apply_batch(b).map_err(|e| self.db_err(e))?;
+        self.flush()?;
+        self.cluster_id.store(cluster_id, Ordering::SeqCst);
+        self.recovered_from.store(from, Ordering::SeqCst);
         Ok(())
     }
 
@@ -379,6 +404,7 @@ impl DataDir {
         }
         let mut b = sled::Batch::default();
         b.remove(K_CLUSTER_ID);
+        b.remove(K_RECOVERED_FROM);
         b.insert(K_NODE_ID, &id.to_be_bytes());
         b.remove(K_RESETTING);
         self.meta().apply_batch(b).map_err(|e| self.db_err(e))?;
@@ -386,6 +412,7 @@ impl DataDir {
         self.flush()?;
         self.node_id.store(id, Ordering::SeqCst);
         self.cluster_id.store(0, Ordering::SeqCst);
+        self.recovered_from.store(0, Ordering::SeqCst);
         Ok(())
     }
 
@@ -612,6 +639,23 @@ mod tests {
         assert_eq!(dir.cluster_id(), 0);
         assert!(dir.db().open_tree(TREE_RAFT).unwrap().is_empty());
         assert_eq!(dir.read_u64(K_RESETTING).unwrap(), None);
+    }
+
+    #[test]
+    fn a_recovery_is_remembered_until_a_reset() {
+        let td = tempfile::tempdir().unwrap();
+        let p = td.path().join("d");
+        let dir = DataDir::open(&p).unwrap();
+        dir.set_cluster_id(5).unwrap();
+        assert_eq!(dir.recovered_from(), 0);
+        dir.set_recovered(7, 5).unwrap();
+        drop(dir);
+        let dir = DataDir::open(&p).unwrap();
+        assert_eq!((dir.cluster_id(), dir.recovered_from()), (7, 5));
+        dir.reset().unwrap();
+        assert_eq!((dir.cluster_id(), dir.recovered_from()), (0, 0));
+        drop(dir);
+        assert_eq!(DataDir::open(&p).unwrap().recovered_from(), 0);
     }
 
     #[test]
