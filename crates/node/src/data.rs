@@ -537,7 +537,7 @@ impl<T: serde::de::DeserializeOwned> Reply<T> {
     fn into_value(self) -> Result<T, ApiError> {
         match self {
             Reply::Local(r) => Ok(r),
-            Reply::Remote(p) => ekka_types::codec::decode(&p.data)
+            Reply::Remote(p) => ekka_proto::envelope::open(&p)
                 .map_err(|e| internal(format!("unreadable answer from the leader: {e}"))),
         }
     }
@@ -558,10 +558,7 @@ fn kv_compacted(from: u64, st: &ClusterState) -> ApiError {
 /// A value as a versioned payload (`ekka_types::codec`): a forwarded command or read, and the
 /// leader's answer.
 pub(crate) fn to_payload<T: Serialize>(v: &T) -> Result<pb::RaftPayload, ApiError> {
-    Ok(pb::RaftPayload {
-        version: ekka_proto::PAYLOAD_VERSION,
-        data: ekka_types::codec::encode(v).map_err(internal)?,
-    })
+    ekka_proto::envelope::seal(v).map_err(internal)
 }
 
 /// Runs on every node; while it leads, proposes `ExpireLocks` when a lease or a wait runs out.

@@ -11,12 +11,8 @@ use std::time::{Duration, Instant};
 
 use ekka_proto::pb::peer_client::PeerClient;
 use ekka_proto::pb::{RaftPayload, SnapshotChunk};
-use ekka_proto::{
-    payload_version_readable, CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, MIN_PAYLOAD_VERSION,
-    PAYLOAD_VERSION,
-};
+use ekka_proto::{envelope, CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, PAYLOAD_VERSION};
 use ekka_store::{LogStore, NodeId, SharedState, TypeConfig};
-use ekka_types::codec;
 use ekka_types::limits::{MAX_RPC_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
@@ -238,14 +234,8 @@ impl PeerConn {
         &self,
         payload: RaftPayload,
     ) -> Result<T, RpcErr<E>> {
-        if !payload_version_readable(payload.version) {
-            return Err(RPCError::Network(NetworkError::new(&Msg(format!(
-                "payload version {} is not one of {MIN_PAYLOAD_VERSION}..={PAYLOAD_VERSION}",
-                payload.version
-            )))));
-        }
         let res: Result<T, RaftError<NodeId, E>> =
-            codec::decode(&payload.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            envelope::open(&payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         self.transport.record_ok(self.target);
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
@@ -304,11 +294,7 @@ pub(crate) fn append_upto(rpc: &AppendEntriesRequest<TypeConfig>) -> Option<u64>
 }
 
 fn payload<T: Serialize, E: std::error::Error>(v: &T) -> Result<RaftPayload, RpcErr<E>> {
-    let data = codec::encode(v).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-    Ok(RaftPayload {
-        version: PAYLOAD_VERSION,
-        data,
-    })
+    envelope::seal(v).map_err(|e| RPCError::Network(NetworkError::new(&e)))
 }
 
 impl RaftNetwork<TypeConfig> for PeerConn {
@@ -365,7 +351,7 @@ impl RaftNetwork<TypeConfig> for PeerConn {
             .transport
             .peer(&self.addr(), false)
             .map_err(|e| StreamingError::Unreachable(Unreachable::new(&Msg(e))))?;
-        let meta = codec::encode(&(&vote, &snapshot.meta)).map_err(|e| net(&e))?;
+        let meta = envelope::encode(&(&vote, &snapshot.meta)).map_err(|e| net(&e))?;
         let data = snapshot.snapshot.into_inner();
         let total = data.len() as u64;
         let step = SNAPSHOT_CHUNK_BYTES as usize;
@@ -411,11 +397,8 @@ impl RaftNetwork<TypeConfig> for PeerConn {
             }
             Ok(Ok(r)) => r.into_inner(),
         };
-        if !payload_version_readable(payload.version) {
-            return Err(net(&format!("payload version {}", payload.version)));
-        }
         let res: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
-            codec::decode(&payload.data).map_err(|e| net(&e))?;
+            envelope::open(&payload).map_err(|e| net(&e))?;
         self.transport.record_ok(self.target);
         res.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
     }

@@ -8,12 +8,8 @@ use std::time::{Duration, Instant};
 use ekka_proto::pb::cluster_server::{Cluster, ClusterServer};
 use ekka_proto::pb::peer_server::{Peer, PeerServer};
 use ekka_proto::pb::{self, RaftPayload, SnapshotChunk};
-use ekka_proto::{
-    payload_version_readable, CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, MIN_PAYLOAD_VERSION,
-    PAYLOAD_VERSION,
-};
+use ekka_proto::{envelope, CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER};
 use ekka_store::{NodeId, TypeConfig};
-use ekka_types::codec;
 use ekka_types::limits::{MAX_RPC_MESSAGE_BYTES, MAX_SNAPSHOT_BYTES};
 use ekka_types::{fmt_id, parse_id, ApiError, Command, ErrorCode, KvEntry, KvOp, LockOp, Outcome};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
@@ -179,21 +175,14 @@ impl PeerSvc {
 
 #[allow(clippy::result_large_err)]
 fn decode<T: serde::de::DeserializeOwned>(version: u32, data: &[u8]) -> Result<T, Status> {
-    if !payload_version_readable(version) {
-        return Err(Status::invalid_argument(format!(
-            "payload version {version} is not one of {MIN_PAYLOAD_VERSION}..={PAYLOAD_VERSION}"
-        )));
-    }
-    codec::decode(data).map_err(|e| Status::invalid_argument(format!("bad payload: {e}")))
+    envelope::decode(version, data).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 #[allow(clippy::result_large_err)]
 fn encode<T: Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
-    let data = codec::encode(v).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(RaftPayload {
-        version: PAYLOAD_VERSION,
-        data,
-    }))
+    envelope::seal(v)
+        .map(Response::new)
+        .map_err(|e| Status::internal(e.to_string()))
 }
 
 fn api<T>(r: Result<T, ApiError>) -> Result<Response<T>, Status> {

@@ -25,17 +25,8 @@ pub const FORWARDED_HEADER: &str = "x-ekka-forwarded";
 /// The cookie used when none is configured; agents started with it log a warning.
 pub const DEFAULT_COOKIE: &str = "ekka-default-cookie";
 
-/// Version of the payload encoding inside `RaftPayload` and `SnapshotChunk`, as sent: 2 is
-/// `ekka_types::codec` (MessagePack). Version 1 was JSON, which members still read.
-pub const PAYLOAD_VERSION: u32 = 2;
-
-/// The oldest payload version a member reads.
-pub const MIN_PAYLOAD_VERSION: u32 = 1;
-
-/// Whether a member reads payloads of `version`.
-pub fn payload_version_readable(version: u32) -> bool {
-    (MIN_PAYLOAD_VERSION..=PAYLOAD_VERSION).contains(&version)
-}
+pub mod envelope;
+pub use envelope::{payload_version_readable, MIN_PAYLOAD_VERSION, PAYLOAD_VERSION};
 
 /// A protobuf message that does not convert to an ekka type.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
