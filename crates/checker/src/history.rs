@@ -194,6 +194,16 @@ pub struct Fault {
     pub what: String,
 }
 
+/// One entry of the cluster's own change log (`kv watch --json`): a put (with its value) or a
+/// delete, at a revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub rev: u64,
+    pub key: String,
+    /// `None` for a delete.
+    pub value: Option<String>,
+}
+
 /// A whole run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
@@ -205,6 +215,10 @@ pub struct History {
     #[serde(default)]
     pub faults: Vec<Fault>,
     pub ops: Vec<Op>,
+    /// The key-value change log as a watch from revision 1 saw it, when the run recorded it
+    /// whole (empty otherwise).
+    #[serde(default)]
+    pub changes: Vec<Change>,
 }
 
 impl History {
@@ -269,6 +283,11 @@ mod tests {
                 start_us: 1,
                 end_us: 2,
                 what: "kill n1".into(),
+            }],
+            changes: vec![Change {
+                rev: 1024,
+                key: "k".into(),
+                value: Some("v".into()),
             }],
             ops: vec![
                 Op {

@@ -5,9 +5,12 @@
 //!
 //! Checks: per-key linearizability of the key-value space against a register with revisions
 //! ([`linear`]); revisions and fencing tokens growing in real-time order, no phantom or failed
-//! write read, no acknowledged write lost ([`writes`]); one lock holder at a time ([`locks`]).
+//! write read, no acknowledged write lost ([`writes`]); one lock holder at a time ([`locks`]);
+//! and, when the run recorded the cluster's change log (`kv watch`), that it agrees with what
+//! the clients were told ([`changes`]).
 //! A search that runs past its budget is [`Verdict::Unknown`], which is not a pass.
 
+pub mod changes;
 pub mod history;
 pub mod linear;
 pub mod locks;
@@ -18,7 +21,7 @@ pub mod writes;
 use std::collections::BTreeSet;
 use std::fmt;
 
-pub use history::{Call, Fault, History, Micros, Op, Outcome, Ret};
+pub use history::{Call, Change, Fault, History, Micros, Op, Outcome, Ret};
 
 /// Search steps allowed per key before its verdict is unknown.
 pub const DEFAULT_BUDGET_PER_KEY: u64 = 20_000_000;
@@ -129,6 +132,12 @@ pub fn check(h: &History, budget_per_key: u64) -> Report {
         "no acknowledged write lost",
         verdict(writes::no_lost_writes(ops)),
     ));
+    if !h.changes.is_empty() {
+        checks.push(named(
+            "the cluster's change log agrees (acknowledged writes in it, failed ones not)",
+            verdict(changes::log_agrees(ops, &h.changes)),
+        ));
+    }
     checks.push(named(
         "locks: one holder at a time",
         verdict(locks::one_holder_at_a_time(ops)),
