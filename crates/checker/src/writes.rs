@@ -18,6 +18,7 @@ struct KeyOps {
     writes: Vec<usize>,
     reads: Vec<usize>,
     deletes: Vec<usize>,
+    failed_deletes: Vec<usize>,
 }
 
 /// The revision an acknowledged write or grant got, with what identifies a re-entrant acquire
@@ -154,6 +155,7 @@ pub fn no_lost_writes(ops: &[Op]) -> Vec<String> {
             (Call::Put { .. } | Call::Cas { .. }, Some(Ret::Written { .. })) => e.writes.push(i),
             (Call::Get { .. }, Some(Ret::Read { .. })) => e.reads.push(i),
             (Call::Delete { .. }, _) if !op.is_failed() => e.deletes.push(i),
+            (Call::Delete { .. }, _) => e.failed_deletes.push(i),
             _ => {}
         }
     }
@@ -162,6 +164,7 @@ pub fn no_lost_writes(ops: &[Op]) -> Vec<String> {
         mut writes,
         mut reads,
         deletes,
+        failed_deletes,
     } in keys.into_values()
     {
         writes.sort_by_key(|w| ops[*w].end_us());
@@ -193,17 +196,25 @@ pub fn no_lost_writes(ops: &[Op]) -> Vec<String> {
                     ops[r].describe(r)
                 )),
                 (None, _, _, Some(w)) => {
-                    let deleted = deletes.iter().any(|d| {
+                    let between = |d: &usize| {
                         ops[*d].invoke_us < ops[r].end_us() && ops[*d].end_us() > ops[w].invoke_us
-                    });
-                    if !deleted {
-                        out.push(format!(
+                    };
+                    if !deletes.iter().any(between) {
+                        let mut s = format!(
                             "acknowledged write lost: the read started after the write was \
                              acknowledged, found no key, and no delete could have come \
                              between:\n  {}\n  {}",
                             ops[w].describe(w),
                             ops[r].describe(r)
-                        ));
+                        );
+                        // Unless a delete reported failed (exit 1) was applied: name those.
+                        for d in failed_deletes.iter().filter(|d| between(d)) {
+                            s.push_str(&format!(
+                                "\n  (or this delete, reported failed, was applied: {})",
+                                ops[*d].describe(*d)
+                            ));
+                        }
+                        out.push(s);
                     }
                 }
                 _ => {}
