@@ -349,6 +349,13 @@ fn invoke(sh: &Shared, client: u32, rng: &mut StdRng, call: Call) -> Option<Outc
         std::thread::sleep(Duration::from_millis(20));
         return None;
     };
+    Some(invoke_at(sh, client, (i, name, addr), call))
+}
+
+/// Runs `call` on agent `at` (index, name, address; counted in flight by the caller) and
+/// records it.
+fn invoke_at(sh: &Shared, client: u32, at: (usize, String, String), call: Call) -> Outcome {
+    let (i, name, addr) = at;
     let invoke_us = sh.now_us();
     let out = execute(sh, &addr, &call);
     let complete_us = sh.now_us();
@@ -361,7 +368,33 @@ fn invoke(sh: &Shared, client: u32, rng: &mut StdRng, call: Call) -> Option<Outc
         call,
         outcome: out.clone(),
     });
-    Some(out)
+    out
+}
+
+/// Reads keys through every agent at once for `how_long`, as soon as they listen: right after a
+/// whole-cluster restart, where a stale read would show.
+fn read_burst(sh: &Shared, how_long: Duration) {
+    let at: Vec<(usize, String, String)> = {
+        let slots = sh.slots.lock().unwrap();
+        (0..slots.len())
+            .filter(|i| slots[*i].serving)
+            .map(|i| (i, slots[i].name.clone(), slots[i].addr.clone()))
+            .collect()
+    };
+    let until = Instant::now() + how_long;
+    std::thread::scope(|s| {
+        for (n, at) in at.into_iter().enumerate() {
+            s.spawn(move || {
+                let mut k = n;
+                while Instant::now() < until {
+                    let key = format!("k{}", k % KEYS);
+                    sh.slots.lock().unwrap()[at.0].inflight += 1;
+                    invoke_at(sh, 2000 + n as u32, at.clone(), Call::Get { key });
+                    k += 1;
+                }
+            });
+        }
+    });
 }
 
 /// A key-value client: random calls on a few keys; a cas uses the last revision it saw.
@@ -589,7 +622,8 @@ impl Nemesis {
                 for &i in &order {
                     self.start(i);
                 }
-                "kill -9 every node, restart".into()
+                read_burst(&self.sh, Duration::from_millis(1500));
+                "kill -9 every node, restart, read through each at once".into()
             }
             FaultKind::PauseOne | FaultKind::PauseLeader => {
                 let i = match kind {
