@@ -270,7 +270,15 @@ fn outcome(sh: &Shared, call: &Call, exit: Exit, ok: impl Fn(&str) -> Option<Ret
                     },
                 };
             }
-            Outcome::Failed { code }
+            let message = out.stderr.trim().to_string();
+            if code == "internal" {
+                // CONTRACT.md: a transport failure is never `internal`.
+                sh.anomalies
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} answered {message}", call.kind()));
+            }
+            Outcome::Failed { code, message }
         }
         3 => Outcome::Unknown {
             reason: error_code(&out),
@@ -891,6 +899,17 @@ fn histories_under_faults_are_linearizable() {
     let checked = Instant::now();
     let report = ekka_checker::check(&history, ekka_checker::DEFAULT_BUDGET_PER_KEY);
     eprintln!("--- operations\n{}", history.summary());
+    let hung: Vec<String> = (history.ops.iter().enumerate())
+        .filter(|(_, o)| matches!(&o.outcome, Outcome::Unknown { reason } if reason.starts_with("no answer")))
+        .map(|(i, o)| o.describe(i))
+        .collect();
+    eprintln!(
+        "--- calls with no answer within {CALL_TIMEOUT:?}: {}",
+        hung.len()
+    );
+    for h in hung.iter().take(10) {
+        eprintln!("  {h}");
+    }
     eprintln!("--- faults ({})", history.faults.len());
     for f in &history.faults {
         eprintln!("  {:.1}s {}", f.start_us as f64 / 1e6, f.what);

@@ -92,7 +92,12 @@ pub enum Outcome {
     Ok { ret: Ret },
     /// Exit 1: the call was not applied. `code` is the CONTRACT.md error code; `compare_failed`
     /// on a cas is also an observation (the key was not at `rev`).
-    Failed { code: String },
+    Failed {
+        code: String,
+        /// The rest of the `error:` line, for the report.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        message: String,
+    },
     /// Exit 3 (`outcome_unknown`), a client timeout, a killed client: the call may take effect at
     /// any time after its invocation, or never.
     Unknown { reason: String },
@@ -127,7 +132,7 @@ impl Op {
     }
 
     pub fn failed_with(&self, code: &str) -> bool {
-        matches!(&self.outcome, Outcome::Failed { code: c } if c == code)
+        matches!(&self.outcome, Outcome::Failed { code: c, .. } if c == code)
     }
 
     pub fn ret(&self) -> Option<&Ret> {
@@ -171,7 +176,7 @@ impl Op {
                 Ret::Granted { token } => format!("ok token {token}"),
                 Ret::Released => "ok released".into(),
             },
-            Outcome::Failed { code } => format!("failed {code}"),
+            Outcome::Failed { code, .. } => format!("failed {code}"),
             Outcome::Unknown { reason } => format!("unknown ({reason})"),
         };
         let end = self

@@ -167,7 +167,7 @@ fn steps_of<'a>(ops: &'a [Op], key: &str) -> Vec<(usize, Step, bool)> {
         }
         let unknown = op.is_unknown();
         let step = match (&op.call, &op.outcome) {
-            (_, Outcome::Failed { code }) => match &op.call {
+            (_, Outcome::Failed { code, .. }) => match &op.call {
                 Call::Cas { rev, .. } if code == "compare_failed" => {
                     Some(Step::CasFailed { expect: *rev })
                 }

@@ -15,7 +15,10 @@ pub fn unknown() -> Outcome {
 }
 
 pub fn failed(code: &str) -> Outcome {
-    Outcome::Failed { code: code.into() }
+    Outcome::Failed {
+        code: code.into(),
+        message: String::new(),
+    }
 }
 
 fn op(client: u32, t0: u64, t1: u64, call: Call, outcome: Outcome) -> Op {
