@@ -273,10 +273,11 @@ fn outcome(sh: &Shared, call: &Call, exit: Exit, ok: impl Fn(&str) -> Option<Ret
             let message = out.stderr.trim().to_string();
             if code == "internal" {
                 // CONTRACT.md: a transport failure is never `internal`.
-                sh.anomalies
-                    .lock()
-                    .unwrap()
-                    .push(format!("{} answered {message}", call.kind()));
+                sh.anomalies.lock().unwrap().push(format!(
+                    "{} ending at {:.3}s answered {message}",
+                    call.kind(),
+                    sh.now_us() as f64 / 1e6
+                ));
             }
             Outcome::Failed { code, message }
         }
@@ -937,19 +938,20 @@ fn histories_under_faults_are_linearizable() {
             path.display()
         );
     }
+    let mut problems = Vec::new();
+    if !report.passed() {
+        problems.push("the history fails its checks (verdicts above)".to_string());
+    }
+    if !whole {
+        problems.push("the cluster was not whole at the end".to_string());
+    }
+    problems.extend(nem.unrecovered.iter().cloned());
+    problems.extend(anomalies.iter().map(|a| format!("CLI contract: {a}")));
     assert!(
-        anomalies.is_empty(),
-        "calls broke the CLI contract: {anomalies:#?}"
-    );
-    assert!(
-        whole && nem.unrecovered.is_empty(),
-        "the cluster did not become whole again (seed {}): {:#?}",
+        problems.is_empty(),
+        "seed {}: {} problem(s):\n{}",
         p.seed,
-        nem.unrecovered
-    );
-    assert!(
-        report.passed(),
-        "the history (seed {}) fails its checks; see the verdicts above",
-        p.seed
+        problems.len(),
+        problems.join("\n")
     );
 }
