@@ -281,6 +281,9 @@ pub fn check_key(ops: &[Op], key: &str, budget: u64) -> KeyVerdict {
             let j = e.op;
             if let Some(after) = state.step(steps[j].1) {
                 bits[j / 64] |= 1 << (j % 64);
+                if seen.len() >= MAX_MEMO {
+                    return KeyVerdict::Unknown { steps: spent };
+                }
                 if seen.insert((bits.clone(), after)) {
                     stack.push((j, state));
                     state = after;
@@ -323,6 +326,10 @@ pub fn check_key(ops: &[Op], key: &str, budget: u64) -> KeyVerdict {
 }
 
 const NIL: usize = usize::MAX;
+
+/// Memoized configurations kept at most per key (each holds a bitset of the key's operations):
+/// past this the verdict is unknown rather than the memory exhausted.
+const MAX_MEMO: usize = 4_000_000;
 
 /// The longest linearizable order found (its last operations), and the earliest-ending
 /// operations that must come next but cannot.
