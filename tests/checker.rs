@@ -628,11 +628,33 @@ impl Nemesis {
                     self.c.agents[i].kill();
                 }
                 std::thread::sleep(self.pause_ms());
-                for &i in &order {
-                    self.start(i);
-                }
+                // Restart them one by one while readers hit whichever agents are back, then read
+                // through every agent at once.
+                let sh = self.sh.clone();
+                let stop = AtomicBool::new(false);
+                std::thread::scope(|s| {
+                    for r in 0..2u32 {
+                        let (sh, stop) = (&sh, &stop);
+                        s.spawn(move || {
+                            let mut rng = StdRng::seed_from_u64(u64::from(r));
+                            let mut k = 0;
+                            while !stop.load(Ordering::SeqCst) {
+                                let key = format!("k{}", k % KEYS);
+                                invoke(sh, 3000 + r, &mut rng, Call::Get { key });
+                                k += 1;
+                            }
+                        });
+                    }
+                    for &i in &order {
+                        self.start(i);
+                        let gap = self.rng.gen_range(0..400);
+                        std::thread::sleep(Duration::from_millis(gap));
+                    }
+                    stop.store(true, Ordering::SeqCst);
+                });
                 read_burst(&self.sh, Duration::from_millis(1500));
-                "kill -9 every node, restart, read through each at once".into()
+                "kill -9 every node, restart one by one under reads, read through each at once"
+                    .into()
             }
             FaultKind::PauseOne | FaultKind::PauseLeader => {
                 let i = match kind {
