@@ -434,3 +434,36 @@ fn t56_requests_through_a_follower_fail_over_from_a_frozen_leader() {
     assert_eq!(&read.value[..], b"after");
     c.get(&leader).resume();
 }
+
+#[test]
+fn t57_force_leave_of_the_leader_removes_it_and_it_can_join_again() {
+    let mut c = Cluster::new();
+    c.form(3);
+    let leader = leader_of(&c);
+    let other = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != leader)
+        .unwrap();
+    let out = c.get(other).cli(&["cluster", "force-leave", &leader]);
+    assert_eq!(out.ok(), format!("removed {leader}"), "{out:?}");
+    let rest: Vec<String> = ["n1", "n2", "n3"]
+        .into_iter()
+        .filter(|n| *n != leader)
+        .map(String::from)
+        .collect();
+    wait_until(WAIT, "the others carry on without it", || {
+        c.get(other).try_status().is_some_and(|s| {
+            running(&s) == rest && s["leader"].as_str().is_some_and(|l| l != leader)
+        })
+    });
+    // The removed leader learns it and starts over alone, so it can be joined again.
+    wait_until(WAIT, "the removed leader alone in a fresh cluster", || {
+        c.get(&leader)
+            .try_status()
+            .is_some_and(|s| running(&s) == [leader.clone()])
+    });
+    let seed = c.get(other).addr.clone();
+    let out = c.get(&leader).cli(&["cluster", "join", &seed]);
+    assert!(out.ok().starts_with("joined "), "{out:?}");
+    wait_formed(c.get(other), &["n1", "n2", "n3"], WAIT);
+}

@@ -369,7 +369,12 @@ fn write_err(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ApiEr
             ChangeMembershipError::InProgress(_) => unavailable(c.to_string()),
             other => internal(other),
         },
-        other => raft_err(other),
+        // Raft stopped (a reset after this leader left or was removed, a shutdown, a storage
+        // fault) with the write handed to it: it may have been appended and replicated, and
+        // commit under the next leader.
+        RaftError::Fatal(f) => outcome_unknown(format!(
+            "raft stopped with the write in flight ({f}); it may have been applied"
+        )),
     }
 }
 
@@ -1073,6 +1078,12 @@ impl Inner {
             // without it commits, then it steps down; the next leader's monitor drops the record.
             drop(guard);
             info!("the leader removed itself from the raft configuration");
+            if !leave {
+                // Force-removed: nobody will send to it again, so it starts over by itself (a
+                // leaving node does so in `leave`).
+                let me = self.clone();
+                tokio::spawn(async move { me.removed(id).await });
+            }
             return Ok(pb::RemoveMemberReply {
                 revision: core
                     .state
@@ -1210,7 +1221,8 @@ impl Inner {
             return Err(ApiError::new(
                 ErrorCode::AlreadyInCluster,
                 format!(
-                    "{} is already in cluster {}",
+                    "{} and {} are already in the same cluster {}",
+                    self.cfg.name,
                     hello.name,
                     fmt_id(my_cluster)
                 ),
@@ -1256,7 +1268,8 @@ impl Inner {
             return Err(ApiError::new(
                 ErrorCode::AlreadyInCluster,
                 format!(
-                    "{} is already in cluster {}",
+                    "{} and {} are already in the same cluster {}",
+                    self.cfg.name,
                     hello.name,
                     fmt_id(my_cluster)
                 ),

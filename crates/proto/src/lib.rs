@@ -56,6 +56,13 @@ pub fn error_from_status(st: &tonic::Status) -> ApiError {
             tonic::Code::InvalidArgument => ErrorCode::InvalidArgument,
             tonic::Code::Unavailable => ErrorCode::NodeDown,
             tonic::Code::DeadlineExceeded => ErrorCode::Unavailable,
+            // No ekka code: the connection failed (h2 reset, "transport error", a process
+            // killed mid-answer), never an internal error of the agent. Callers that sent a
+            // write turn this into outcome_unknown first.
+            tonic::Code::Unknown
+            | tonic::Code::Internal
+            | tonic::Code::Cancelled
+            | tonic::Code::Aborted => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,
         });
     let leader = st
