@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -35,12 +36,15 @@ pub enum Cmd {
     Kv(KvCmd),
 }
 
-/// Agent options. All are optional here so that flags and env can be told apart from values
-/// the TOML file gives; defaults are applied after merging (see `config.rs`).
-#[derive(Args, Debug, Default)]
+/// Agent options: the flags (and `EKKA_*` env) and, by the same struct, the TOML file's keys.
+/// All are optional so that a flag given can be told apart from the file's value; defaults are
+/// applied after merging (see `config.rs`).
+#[derive(Args, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AgentArgs {
     /// TOML file with the same keys as the flags (data_dir, listen, ...).
     #[arg(long, env = "EKKA_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Unique member name [default: hostname].
     #[arg(long, env = "EKKA_NAME")]
@@ -92,6 +96,7 @@ pub struct AgentArgs {
     /// Also snapshot once the log written since the last snapshot passes this many bytes
     /// (`64MiB`, `512KiB`, `1GiB` or a plain count) [default: 64MiB].
     #[arg(long, env = "EKKA_SNAPSHOT_LOG_BYTES", value_name = "BYTES")]
+    #[serde(default, deserialize_with = "text_or_number")]
     pub snapshot_log_bytes: Option<String>,
     /// dns: the name to resolve.
     #[arg(long, env = "EKKA_DNS_NAME")]
@@ -170,6 +175,20 @@ pub struct AgentArgs {
     /// Let this node's cluster dissolve into a strictly larger one it discovers [default: true].
     #[arg(long, env = "EKKA_AUTOHEAL", value_name = "BOOL")]
     pub autoheal: Option<bool>,
+}
+
+/// A key the file may give as a number or as text (`snapshot_log_bytes = 8388608` or `"8MiB"`).
+fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum TextOrNumber {
+        Text(String),
+        Number(u64),
+    }
+    Ok(Option::<TextOrNumber>::deserialize(d)?.map(|v| match v {
+        TextOrNumber::Text(t) => t,
+        TextOrNumber::Number(n) => n.to_string(),
+    }))
 }
 
 #[derive(Args, Debug, Clone)]

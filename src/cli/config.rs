@@ -11,55 +11,8 @@ use ekka_node::discovery::{
     Dns, DnsRecord, Etcd, EtcdConfig, Exec, K8s, K8sConfig, Mcast, McastConfig, Static, Strategy,
 };
 use ekka_node::Discovery;
-use serde::Deserialize;
 
 use crate::cli::args::AgentArgs;
-
-/// The TOML file: the same keys as the flags. Unknown keys are an error.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    name: Option<String>,
-    listen: Option<String>,
-    advertise: Option<String>,
-    http: Option<String>,
-    data_dir: Option<PathBuf>,
-    cookie: Option<String>,
-    discovery: Option<String>,
-    seeds: Option<Vec<String>>,
-    max_voters: Option<u32>,
-    heartbeat_interval: Option<String>,
-    election_timeout: Option<String>,
-    down_after: Option<String>,
-    replace_down_voter_after: Option<String>,
-    autoclean: Option<String>,
-    snapshot_every: Option<u64>,
-    snapshot_log_bytes: Option<ByteCount>,
-    dns_name: Option<String>,
-    dns_type: Option<String>,
-    dns_port: Option<u16>,
-    dns_nameserver: Option<String>,
-    exec_command: Option<String>,
-    etcd_endpoints: Option<Vec<String>>,
-    etcd_prefix: Option<String>,
-    etcd_cluster: Option<String>,
-    etcd_ttl: Option<String>,
-    k8s_service: Option<String>,
-    k8s_namespace: Option<String>,
-    k8s_apiserver: Option<String>,
-    k8s_address_type: Option<String>,
-    k8s_suffix: Option<String>,
-    k8s_port: Option<u16>,
-    k8s_token_file: Option<PathBuf>,
-    k8s_ca_file: Option<PathBuf>,
-    mcast_group: Option<std::net::Ipv4Addr>,
-    mcast_port: Option<u16>,
-    mcast_iface: Option<std::net::Ipv4Addr>,
-    mcast_cluster: Option<String>,
-    retry_interval: Option<String>,
-    bootstrap_expect: Option<usize>,
-    autoheal: Option<bool>,
-}
 
 /// The merged agent configuration.
 #[derive(Debug)]
@@ -76,14 +29,6 @@ fn invalid(m: impl Into<String>) -> ApiError {
 fn duration(key: &str, v: &str) -> Result<Duration, ApiError> {
     humantime::parse_duration(v)
         .map_err(|e| invalid(format!("{key}: {v:?} is not a duration ({e})")))
-}
-
-/// A byte count in the config file: a number, or text as on the command line (`"64MiB"`).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
-enum ByteCount {
-    Count(u64),
-    Text(String),
 }
 
 /// Parses `64MiB`, `512KiB`, `1GiB`, `100B` or a plain number of bytes.
@@ -117,46 +62,46 @@ pub(crate) fn hostname() -> String {
         .unwrap_or_else(|| "ekka".into())
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, ApiError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| invalid(format!("config {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| {
-        let msg = e.message().to_string();
-        invalid(format!("config {}: {msg}", path.display()))
-    })
+/// The flags and env over the TOML file: both are an [`AgentArgs`], merged key by key (a flag
+/// given replaces the file's key). Unknown keys in the file are an error.
+fn merge_file(args: AgentArgs) -> Result<AgentArgs, ApiError> {
+    let Some(path) = args.config.clone() else {
+        return Ok(args);
+    };
+    let bad = |e: &dyn std::fmt::Display| invalid(format!("config {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).map_err(|e| bad(&e))?;
+    let mut keys: toml::Table = toml::from_str(&text).map_err(|e| bad(&e.message()))?;
+    // Flags not given are `None`, which TOML has no value for: they leave the file's key.
+    let flags = toml::Table::try_from(&args).map_err(|e| bad(&e))?;
+    keys.extend(flags);
+    // The error names the key whose value is wrong.
+    let mut merged: AgentArgs = serde_path_to_error::deserialize(keys).map_err(|e| {
+        let key = e.path().to_string();
+        bad(&format!("{key}: {}", e.into_inner().message()))
+    })?;
+    merged.config = Some(path);
+    Ok(merged)
 }
 
 /// Merges flags/env over the file over defaults, and validates the result.
 pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
-    let file = match &args.config {
-        Some(p) => read_file(p)?,
-        None => FileConfig::default(),
-    };
-    let name = args.name.or(file.name).unwrap_or_else(hostname);
+    let args = merge_file(args)?;
+    let name = args.name.unwrap_or_else(hostname);
     let data_dir = args
         .data_dir
-        .or(file.data_dir)
         .unwrap_or_else(|| PathBuf::from("./ekka-data"));
     let mut node = NodeConfig::new(name, data_dir);
-    if let Some(l) = args.listen.or(file.listen) {
+    if let Some(l) = args.listen {
         node.listen = l;
     }
-    node.advertise = args.advertise.or(file.advertise);
-    let cookie = args.cookie.or(file.cookie);
+    node.advertise = args.advertise;
+    let cookie = args.cookie;
     let default_cookie = cookie.is_none();
     if let Some(c) = cookie {
         node.cookie = c;
     }
-    let kind = args
-        .discovery
-        .clone()
-        .or(file.discovery.clone())
-        .unwrap_or_else(|| "manual".into());
-    let seeds = args
-        .seeds
-        .clone()
-        .or(file.seeds.clone())
-        .unwrap_or_default();
+    let kind = args.discovery.clone().unwrap_or_else(|| "manual".into());
+    let seeds = args.seeds.clone().unwrap_or_default();
     let timeout = ekka_node::discovery::DEFAULT_TIMEOUT;
     // dns and k8s default the agents' port to this agent's own listen port.
     let listen_port = node
@@ -178,20 +123,14 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
             Some(Arc::new(s))
         }
         "dns" => {
-            let name = args
-                .dns_name
-                .clone()
-                .or(file.dns_name.clone())
+            let name = args.dns_name.clone()
                 .ok_or_else(|| invalid("dns_name: the dns strategy needs --dns-name"))?;
-            let record: DnsRecord = args
-                .dns_type
-                .clone()
-                .or(file.dns_type.clone())
+            let record: DnsRecord = args.dns_type.clone()
                 .unwrap_or_else(|| "a".into())
                 .parse()
                 .map_err(|e: String| invalid(format!("dns_type: {e}")))?;
-            let port = args.dns_port.or(file.dns_port).unwrap_or(listen_port);
-            let ns = match args.dns_nameserver.clone().or(file.dns_nameserver.clone()) {
+            let port = args.dns_port.unwrap_or(listen_port);
+            let ns = match args.dns_nameserver.clone() {
                 Some(n) => Some(n.parse::<std::net::SocketAddr>().map_err(|e| {
                     invalid(format!("dns_nameserver: {n:?} is not IP:PORT ({e})"))
                 })?),
@@ -202,34 +141,22 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
             Some(Arc::new(d))
         }
         "exec" => {
-            let cmd = args
-                .exec_command
-                .clone()
-                .or(file.exec_command.clone())
+            let cmd = args.exec_command.clone()
                 .ok_or_else(|| invalid("exec_command: the exec strategy needs --exec-command"))?;
             Some(Arc::new(Exec::new(cmd, timeout)))
         }
         "etcd" => {
-            let endpoints = args
-                .etcd_endpoints
-                .clone()
-                .or(file.etcd_endpoints.clone())
+            let endpoints = args.etcd_endpoints.clone()
                 .unwrap_or_default();
-            let ttl = match args.etcd_ttl.clone().or(file.etcd_ttl.clone()) {
+            let ttl = match args.etcd_ttl.clone() {
                 Some(t) => duration("etcd_ttl", &t)?,
                 None => std::time::Duration::from_secs(10),
             };
             let cfg = EtcdConfig {
                 endpoints,
-                prefix: args
-                    .etcd_prefix
-                    .clone()
-                    .or(file.etcd_prefix.clone())
+                prefix: args.etcd_prefix.clone()
                     .unwrap_or_else(|| "ekka".into()),
-                cluster: args
-                    .etcd_cluster
-                    .clone()
-                    .or(file.etcd_cluster.clone())
+                cluster: args.etcd_cluster.clone()
                     .unwrap_or_else(|| "ekka".into()),
                 addr: node.advertise.clone().unwrap_or_else(|| node.listen.clone()),
                 ttl,
@@ -240,30 +167,27 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
             Some(Arc::new(e))
         }
         "k8s" => {
-            let service = args
-                .k8s_service
-                .clone()
-                .or(file.k8s_service.clone())
+            let service = args.k8s_service.clone()
                 .ok_or_else(|| invalid("k8s_service: the k8s strategy needs --k8s-service"))?;
-            let mut k = K8sConfig::from_pod(service, args.k8s_port.or(file.k8s_port).unwrap_or(listen_port));
-            if let Some(v) = args.k8s_namespace.clone().or(file.k8s_namespace.clone()) {
+            let mut k = K8sConfig::from_pod(service, args.k8s_port.unwrap_or(listen_port));
+            if let Some(v) = args.k8s_namespace.clone() {
                 k.namespace = v;
             }
-            if let Some(v) = args.k8s_apiserver.clone().or(file.k8s_apiserver.clone()) {
+            if let Some(v) = args.k8s_apiserver.clone() {
                 k.apiserver = v;
             }
-            if let Some(v) = args.k8s_address_type.clone().or(file.k8s_address_type.clone()) {
+            if let Some(v) = args.k8s_address_type.clone() {
                 k.address_type = v
                     .parse()
                     .map_err(|e: String| invalid(format!("k8s_address_type: {e}")))?;
             }
-            if let Some(v) = args.k8s_suffix.clone().or(file.k8s_suffix.clone()) {
+            if let Some(v) = args.k8s_suffix.clone() {
                 k.suffix = v;
             }
-            if let Some(v) = args.k8s_token_file.clone().or(file.k8s_token_file.clone()) {
+            if let Some(v) = args.k8s_token_file.clone() {
                 k.token_file = Some(v);
             }
-            if let Some(v) = args.k8s_ca_file.clone().or(file.k8s_ca_file.clone()) {
+            if let Some(v) = args.k8s_ca_file.clone() {
                 k.ca_file = Some(v);
             }
             let k = K8s::new(k).map_err(|e| invalid(format!("k8s: {e}")))?;
@@ -271,20 +195,13 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
         }
         "mcast" => {
             let m = McastConfig {
-                group: args
-                    .mcast_group
-                    .or(file.mcast_group)
+                group: args.mcast_group
                     .unwrap_or(std::net::Ipv4Addr::new(239, 192, 0, 1)),
-                port: args.mcast_port.or(file.mcast_port).unwrap_or(4369),
-                iface: args
-                    .mcast_iface
-                    .or(file.mcast_iface)
+                port: args.mcast_port.unwrap_or(4369),
+                iface: args.mcast_iface
                     .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
                 ttl: 1,
-                cluster: args
-                    .mcast_cluster
-                    .clone()
-                    .or(file.mcast_cluster.clone())
+                cluster: args.mcast_cluster.clone()
                     .unwrap_or_else(|| "ekka".into()),
                 cookie: node.cookie.clone(),
                 wait: std::time::Duration::from_millis(500),
@@ -299,52 +216,41 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
         }
     };
     node.discovery = strategy.map(Discovery);
-    if let Some(v) = args.retry_interval.clone().or(file.retry_interval.clone()) {
+    if let Some(v) = args.retry_interval.clone() {
         node.retry_interval = duration("retry_interval", &v)?;
     }
-    if let Some(v) = args.bootstrap_expect.or(file.bootstrap_expect) {
+    if let Some(v) = args.bootstrap_expect {
         node.bootstrap_expect = v;
     }
-    if let Some(v) = args.autoheal.or(file.autoheal) {
+    if let Some(v) = args.autoheal {
         node.autoheal = v;
     }
-    if let Some(v) = args.max_voters.or(file.max_voters) {
+    if let Some(v) = args.max_voters {
         node.max_voters = v;
     }
-    if let Some(v) = args.heartbeat_interval.or(file.heartbeat_interval) {
+    if let Some(v) = args.heartbeat_interval {
         node.heartbeat_interval = duration("heartbeat_interval", &v)?;
     }
-    if let Some(v) = args.election_timeout.or(file.election_timeout) {
+    if let Some(v) = args.election_timeout {
         node.election_timeout_min = duration("election_timeout", &v)?;
         node.election_timeout_max = node.election_timeout_min * 2;
     }
-    if let Some(v) = args.down_after.or(file.down_after) {
+    if let Some(v) = args.down_after {
         node.down_after = duration("down_after", &v)?;
     }
-    if let Some(v) = args
-        .replace_down_voter_after
-        .clone()
-        .or(file.replace_down_voter_after.clone())
-    {
+    if let Some(v) = args.replace_down_voter_after.clone() {
         node.replace_down_voter_after = duration("replace_down_voter_after", &v)?;
     }
-    if let Some(v) = args.autoclean.clone().or(file.autoclean.clone()) {
+    if let Some(v) = args.autoclean.clone() {
         node.autoclean = duration("autoclean", &v)?;
     }
-    if let Some(n) = args.snapshot_every.or(file.snapshot_every) {
+    if let Some(n) = args.snapshot_every {
         node.snapshot_every = n;
     }
-    let log_bytes = match (&args.snapshot_log_bytes, &file.snapshot_log_bytes) {
-        (Some(v), _) | (None, Some(ByteCount::Text(v))) => {
-            Some(byte_count("snapshot_log_bytes", v)?)
-        }
-        (None, Some(ByteCount::Count(n))) => Some(*n),
-        (None, None) => None,
-    };
-    if let Some(n) = log_bytes {
-        node.snapshot_log_bytes = n;
+    if let Some(v) = &args.snapshot_log_bytes {
+        node.snapshot_log_bytes = byte_count("snapshot_log_bytes", v)?;
     }
-    let http = args.http.or(file.http);
+    let http = args.http;
     if let Some(h) = &http {
         h.parse::<std::net::SocketAddr>()
             .map_err(|e| invalid(format!("http: {h:?} is not IP:PORT ({e})")))?;
@@ -442,5 +348,32 @@ mod tests {
             assert_eq!(e.code, ErrorCode::InvalidConfig, "{f}");
             assert!(e.message.starts_with(f), "{e}");
         }
+    }
+
+    #[test]
+    fn every_kind_of_key_reads_from_the_file_and_a_wrong_type_names_its_key() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("ekka.toml");
+        std::fs::write(
+            &f,
+            "discovery = \"mcast\"\nmcast_group = \"239.192.0.9\"\nmcast_port = 4999\n\
+             autoheal = false\nseeds = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n\
+             down_after = \"2s\"\n",
+        )
+        .unwrap();
+        let mut a = args(d.path());
+        a.config = Some(f.clone());
+        a.mcast_port = Some(5000);
+        let c = load(a).unwrap();
+        assert!(!c.node.autoheal);
+        assert_eq!(c.node.down_after, Duration::from_secs(2));
+        assert!(c.node.discovery.is_some());
+
+        std::fs::write(&f, "max_voters = \"five\"\n").unwrap();
+        let mut a = args(d.path());
+        a.config = Some(f);
+        let e = load(a).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidConfig);
+        assert!(e.message.contains("max_voters"), "{e}");
     }
 }
