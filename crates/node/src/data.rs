@@ -671,6 +671,101 @@ impl LocalLocks {
     }
 }
 
+/// A put's revision and the revision it replaced (0: the key was new).
+pub(crate) struct PutDone {
+    pub revision: u64,
+    pub prev_revision: u64,
+}
+
+/// The data operations as the node's API and the gRPC server both call them: the only place
+/// lock and key-value commands are built and their outcomes read.
+impl Inner {
+    pub(crate) async fn set_autoclean_ms(self: &Arc<Self>, ms: u64) -> Result<u64, ApiError> {
+        let r = self
+            .propose_data(Command::SetAutoclean { ms }, false)
+            .await?;
+        Ok(r.revision)
+    }
+
+    /// The new end of the lease held with `token` (`ttl_ms` 0: its own ttl again).
+    pub(crate) async fn lock_renew(
+        self: &Arc<Self>,
+        resource: String,
+        token: u64,
+        ttl_ms: u64,
+    ) -> Result<u64, ApiError> {
+        let op = LockOp::Renew {
+            resource,
+            token,
+            ttl_ms,
+        };
+        match self.propose_data(Command::Lock(op), false).await?.outcome {
+            Outcome::Renewed { expires_ms } => Ok(expires_ms),
+            other => Err(internal(format!("unexpected answer to renew: {other:?}"))),
+        }
+    }
+
+    /// The release's revision.
+    pub(crate) async fn lock_release(
+        self: &Arc<Self>,
+        resource: String,
+        token: u64,
+    ) -> Result<u64, ApiError> {
+        let op = LockOp::Release { resource, token };
+        Ok(self.propose_data(Command::Lock(op), false).await?.revision)
+    }
+
+    pub(crate) async fn kv_put(
+        self: &Arc<Self>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<PutDone, ApiError> {
+        let op = KvOp::Put { key, value };
+        let r = self.propose_data(Command::Kv(op), false).await?;
+        let prev_revision = match r.outcome {
+            Outcome::Put { prev_revision } => prev_revision,
+            other => return Err(internal(format!("unexpected answer to put: {other:?}"))),
+        };
+        Ok(PutDone {
+            revision: r.revision,
+            prev_revision,
+        })
+    }
+
+    /// The delete's revision, and whether the key existed.
+    pub(crate) async fn kv_delete(self: &Arc<Self>, key: String) -> Result<(u64, bool), ApiError> {
+        let op = KvOp::Delete { key };
+        let r = self.propose_data(Command::Kv(op), false).await?;
+        match r.outcome {
+            Outcome::Deleted { existed } => Ok((r.revision, existed)),
+            other => Err(internal(format!("unexpected answer to delete: {other:?}"))),
+        }
+    }
+
+    /// The write's revision.
+    pub(crate) async fn kv_cas(
+        self: &Arc<Self>,
+        key: String,
+        expect: u64,
+        value: Option<Vec<u8>>,
+    ) -> Result<u64, ApiError> {
+        let op = KvOp::Cas { key, expect, value };
+        Ok(self.propose_data(Command::Kv(op), false).await?.revision)
+    }
+
+    /// `key` alone, or the keys under it with `prefix`, at most `limit`.
+    pub(crate) async fn kv_range(
+        self: &Arc<Self>,
+        key: String,
+        prefix: bool,
+        limit: u32,
+        read: Read,
+    ) -> Result<KvRange, ApiError> {
+        let q = ReadQuery { key, prefix, limit };
+        self.read_data(q, read, false).await
+    }
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -678,9 +773,7 @@ fn ms(d: Duration) -> u64 {
 impl Node {
     /// Sets the cluster's autoclean delay, for every present and future leader (zero: off).
     pub async fn set_autoclean(&self, delay: Duration) -> Result<(), ApiError> {
-        let cmd = Command::SetAutoclean { ms: ms(delay) };
-        self.inner.propose_data(cmd, false).await?;
-        Ok(())
+        self.inner.set_autoclean_ms(ms(delay)).await.map(|_| ())
     }
 
     /// Takes the lease lock `resource` for `owner` for `ttl`, waiting in line up to `wait` while
@@ -706,34 +799,15 @@ impl Node {
         token: u64,
         ttl: Option<Duration>,
     ) -> Result<u64, ApiError> {
-        let op = LockOp::Renew {
-            resource: resource.into(),
-            token,
-            ttl_ms: ttl.map_or(0, ms),
-        };
-        match self
-            .inner
-            .propose_data(Command::Lock(op), false)
-            .await?
-            .outcome
-        {
-            Outcome::Renewed { expires_ms } => Ok(expires_ms),
-            other => Err(internal(format!("unexpected answer to renew: {other:?}"))),
-        }
+        self.inner
+            .lock_renew(resource.into(), token, ttl.map_or(0, ms))
+            .await
     }
 
     /// Releases the lock held with `token`; the next in line gets it. Returns the release's
     /// revision; `lock_not_held` when the token does not hold it.
     pub async fn lock_release(&self, resource: &str, token: u64) -> Result<u64, ApiError> {
-        let op = LockOp::Release {
-            resource: resource.into(),
-            token,
-        };
-        Ok(self
-            .inner
-            .propose_data(Command::Lock(op), false)
-            .await?
-            .revision)
+        self.inner.lock_release(resource.into(), token).await
     }
 
     /// Takes `resource` for this process and keeps it: renewed every third of `ttl` until the
@@ -783,25 +857,14 @@ impl Node {
 
     /// Writes `value` under `key`; returns the write's revision.
     pub async fn kv_put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<u64, ApiError> {
-        let op = KvOp::Put {
-            key: key.into(),
-            value: value.into(),
-        };
-        Ok(self
-            .inner
-            .propose_data(Command::Kv(op), false)
-            .await?
-            .revision)
+        let done = self.inner.kv_put(key.into(), value.into()).await?;
+        Ok(done.revision)
     }
 
     /// Deletes `key`; returns the revision of the delete, or `None` when there was no such key.
     pub async fn kv_delete(&self, key: &str) -> Result<Option<u64>, ApiError> {
-        let op = KvOp::Delete { key: key.into() };
-        let r = self.inner.propose_data(Command::Kv(op), false).await?;
-        Ok(match r.outcome {
-            Outcome::Deleted { existed: true } => Some(r.revision),
-            _ => None,
-        })
+        let (revision, existed) = self.inner.kv_delete(key.into()).await?;
+        Ok(existed.then_some(revision))
     }
 
     /// Writes `value` (deletes when `None`) only if `key` is at `expect` (its `mod_revision`; 0:
@@ -812,26 +875,12 @@ impl Node {
         expect: u64,
         value: Option<Vec<u8>>,
     ) -> Result<u64, ApiError> {
-        let op = KvOp::Cas {
-            key: key.into(),
-            expect,
-            value,
-        };
-        Ok(self
-            .inner
-            .propose_data(Command::Kv(op), false)
-            .await?
-            .revision)
+        self.inner.kv_cas(key.into(), expect, value).await
     }
 
     /// The value of `key`, if any.
     pub async fn kv_get(&self, key: &str, read: Read) -> Result<Option<KvEntry>, ApiError> {
-        let q = ReadQuery {
-            key: key.into(),
-            prefix: false,
-            limit: 1,
-        };
-        let r = self.inner.read_data(q, read, false).await?;
+        let r = self.inner.kv_range(key.into(), false, 1, read).await?;
         Ok(r.entries.into_iter().next().map(|(_, e)| e))
     }
 
@@ -842,12 +891,7 @@ impl Node {
         limit: u32,
         read: Read,
     ) -> Result<KvRange, ApiError> {
-        let q = ReadQuery {
-            key: prefix.into(),
-            prefix: true,
-            limit,
-        };
-        self.inner.read_data(q, read, false).await
+        self.inner.kv_range(prefix.into(), true, limit, read).await
     }
 
     /// Key-value changes under `prefix` as this node applies them, from revision `from` on

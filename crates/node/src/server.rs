@@ -11,7 +11,7 @@ use ekka_proto::pb::{self, RaftPayload, SnapshotChunk};
 use ekka_proto::{envelope, CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER};
 use ekka_store::{NodeId, TypeConfig};
 use ekka_types::limits::{MAX_RPC_MESSAGE_BYTES, MAX_SNAPSHOT_BYTES};
-use ekka_types::{fmt_id, parse_id, ApiError, Command, ErrorCode, KvEntry, KvOp, LockOp, Outcome};
+use ekka_types::{fmt_id, parse_id, ApiError, ErrorCode, KvEntry};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::storage::Snapshot;
 use openraft::{SnapshotMeta, Vote};
@@ -379,14 +379,8 @@ impl Cluster for ClusterSvc {
         &self,
         req: Request<pb::SetAutocleanRequest>,
     ) -> Result<Response<pb::SetAutocleanReply>, Status> {
-        let ms = req.into_inner().ms;
-        let r = self
-            .inner
-            .propose_data(Command::SetAutoclean { ms }, false)
-            .await;
-        api(r.map(|r| pb::SetAutocleanReply {
-            revision: r.revision,
-        }))
+        let set = self.inner.set_autoclean_ms(req.into_inner().ms).await;
+        api(set.map(|revision| pb::SetAutocleanReply { revision }))
     }
 
     async fn lock_acquire(
@@ -409,18 +403,8 @@ impl Cluster for ClusterSvc {
         req: Request<pb::LockRenewRequest>,
     ) -> Result<Response<pb::LockRenewReply>, Status> {
         let r = req.into_inner();
-        let op = LockOp::Renew {
-            resource: r.resource,
-            token: r.token,
-            ttl_ms: r.ttl_ms,
-        };
-        let resp = self.inner.propose_data(Command::Lock(op), false).await;
-        api(resp.map(|resp| pb::LockRenewReply {
-            expires_ms: match resp.outcome {
-                Outcome::Renewed { expires_ms } => expires_ms,
-                _ => 0,
-            },
-        }))
+        let renewed = self.inner.lock_renew(r.resource, r.token, r.ttl_ms).await;
+        api(renewed.map(|expires_ms| pb::LockRenewReply { expires_ms }))
     }
 
     async fn lock_release(
@@ -428,14 +412,8 @@ impl Cluster for ClusterSvc {
         req: Request<pb::LockReleaseRequest>,
     ) -> Result<Response<pb::LockReleaseReply>, Status> {
         let r = req.into_inner();
-        let op = LockOp::Release {
-            resource: r.resource,
-            token: r.token,
-        };
-        let resp = self.inner.propose_data(Command::Lock(op), false).await;
-        api(resp.map(|r| pb::LockReleaseReply {
-            revision: r.revision,
-        }))
+        let released = self.inner.lock_release(r.resource, r.token).await;
+        api(released.map(|revision| pb::LockReleaseReply { revision }))
     }
 
     async fn lock_status(
@@ -465,17 +443,10 @@ impl Cluster for ClusterSvc {
         req: Request<pb::KvPutRequest>,
     ) -> Result<Response<pb::KvPutReply>, Status> {
         let r = req.into_inner();
-        let op = KvOp::Put {
-            key: r.key,
-            value: r.value,
-        };
-        let resp = self.inner.propose_data(Command::Kv(op), false).await;
-        api(resp.map(|resp| pb::KvPutReply {
-            revision: resp.revision,
-            prev_revision: match resp.outcome {
-                Outcome::Put { prev_revision } => prev_revision,
-                _ => 0,
-            },
+        let put = self.inner.kv_put(r.key, r.value).await;
+        api(put.map(|p| pb::KvPutReply {
+            revision: p.revision,
+            prev_revision: p.prev_revision,
         }))
     }
 
@@ -483,14 +454,8 @@ impl Cluster for ClusterSvc {
         &self,
         req: Request<pb::KvDeleteRequest>,
     ) -> Result<Response<pb::KvDeleteReply>, Status> {
-        let op = KvOp::Delete {
-            key: req.into_inner().key,
-        };
-        let resp = self.inner.propose_data(Command::Kv(op), false).await;
-        api(resp.map(|resp| pb::KvDeleteReply {
-            revision: resp.revision,
-            existed: resp.outcome == Outcome::Deleted { existed: true },
-        }))
+        let deleted = self.inner.kv_delete(req.into_inner().key).await;
+        api(deleted.map(|(revision, existed)| pb::KvDeleteReply { revision, existed }))
     }
 
     async fn kv_cas(
@@ -498,15 +463,8 @@ impl Cluster for ClusterSvc {
         req: Request<pb::KvCasRequest>,
     ) -> Result<Response<pb::KvCasReply>, Status> {
         let r = req.into_inner();
-        let op = KvOp::Cas {
-            key: r.key,
-            expect: r.expect_revision,
-            value: r.value,
-        };
-        let resp = self.inner.propose_data(Command::Kv(op), false).await;
-        api(resp.map(|resp| pb::KvCasReply {
-            revision: resp.revision,
-        }))
+        let cas = self.inner.kv_cas(r.key, r.expect_revision, r.value).await;
+        api(cas.map(|revision| pb::KvCasReply { revision }))
     }
 
     async fn kv_range(
@@ -519,12 +477,7 @@ impl Cluster for ClusterSvc {
         } else {
             Read::Linearizable
         };
-        let q = crate::data::ReadQuery {
-            key: r.key,
-            prefix: r.prefix,
-            limit: r.limit,
-        };
-        let got = self.inner.read_data(q, read, false).await;
+        let got = self.inner.kv_range(r.key, r.prefix, r.limit, read).await;
         api(got.map(|g| pb::KvRangeReply {
             revision: g.revision,
             entries: g.entries.into_iter().map(|(k, e)| kv_entry(k, e)).collect(),
