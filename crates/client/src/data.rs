@@ -3,25 +3,10 @@
 use std::time::Duration;
 
 use ekka_proto::pb;
-use ekka_types::{ApiError, ErrorCode, KvEntry, KvEvent};
+use ekka_types::{millis as ms, ApiError, ErrorCode, KvEntry, KvEvent};
+pub use ekka_types::{KvRange, LockGrant};
 
 use crate::{Client, OP_TIMEOUT, STATUS_TIMEOUT};
-
-/// A granted lock: the fencing token and the end of the lease (leader time, ms since the epoch).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LockGrant {
-    pub token: u64,
-    pub expires_ms: u64,
-}
-
-/// The answer to a range read: entries by key, the revision read at, and whether the limit cut
-/// the answer short.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KvRange {
-    pub revision: u64,
-    pub entries: Vec<(String, KvEntry)>,
-    pub more: bool,
-}
 
 /// A lock as one agent sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -31,10 +16,6 @@ pub struct LockStatus {
     pub holder: Option<(String, u64, u64)>,
     /// Owners in line, first first.
     pub waiters: Vec<String>,
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn entry(e: pb::KvEntry) -> (String, KvEntry) {

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use ekka_proto::pb;
 use ekka_types::{
-    ApiError, ClusterState, Command, DataCommand, ErrorCode, KvEntry, KvEvent, KvOp, LockOp,
-    Outcome, Response,
+    millis as ms, ApiError, ClusterState, Command, DataCommand, ErrorCode, KvEntry, KvEvent, KvOp,
+    LockOp, Outcome, Response,
 };
+pub use ekka_types::{KvRange, LockGrant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -19,13 +20,6 @@ use tracing::warn;
 use crate::error::{internal, outcome_unknown, unavailable};
 use crate::node::{now_ms, Core, Inner, Node};
 use ekka_types::limits::MAX_BATCH_BYTES;
-
-/// A granted lock: the fencing token and the end of the lease (leader time, ms since the epoch).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LockGrant {
-    pub token: u64,
-    pub expires_ms: u64,
-}
 
 /// How a read is served.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,16 +30,6 @@ pub enum Read {
     Linearizable,
     /// This node's state as it is, possibly behind; answers even without a quorum.
     Stale,
-}
-
-/// The answer to a range read.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KvRange {
-    /// The revision the read saw.
-    pub revision: u64,
-    pub entries: Vec<(String, KvEntry)>,
-    /// More keys matched than the limit let through.
-    pub more: bool,
 }
 
 /// A read a follower forwards to the leader.
@@ -764,10 +748,6 @@ impl Inner {
         let q = ReadQuery { key, prefix, limit };
         self.read_data(q, read, false).await
     }
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Node {

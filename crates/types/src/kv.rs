@@ -507,3 +507,14 @@ mod tests {
         assert_eq!(serde_json::from_str::<KvOp>(&j).unwrap(), cas);
     }
 }
+
+/// The answer to a range read: entries by key, the revision read at, and whether the limit cut
+/// the answer short.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvRange {
+    /// The revision the read saw.
+    pub revision: u64,
+    pub entries: Vec<(String, KvEntry)>,
+    /// More keys matched than the limit let through.
+    pub more: bool,
+}

@@ -18,6 +18,7 @@ pub mod lock;
 pub mod member;
 pub mod state;
 pub mod status;
+pub mod time;
 
 pub use command::{
     op_revision, Command, DataCommand, OpResult, Outcome, Reject, RemoveReason, Request, Response,
@@ -25,8 +26,9 @@ pub use command::{
 pub use error::{ApiError, ErrorCode};
 pub use event::{Event, EventKind};
 pub use id::{fmt_id, parse_id, ClusterId, NodeId};
-pub use kv::{KvEntry, KvEvent, KvOp, KvSpace, Value};
-pub use lock::{Lock, LockOp, LockTable, Waiter};
+pub use kv::{KvEntry, KvEvent, KvOp, KvRange, KvSpace, Value};
+pub use lock::{Lock, LockGrant, LockOp, LockTable, Waiter};
 pub use member::{Member, Role, Status};
 pub use state::ClusterState;
 pub use status::ClusterStatus;
+pub use time::millis;

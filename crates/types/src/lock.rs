@@ -560,3 +560,10 @@ mod tests {
         t.check_invariants(1).unwrap();
     }
 }
+
+/// A granted lock: the fencing token and the end of the lease (leader time, ms since the epoch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockGrant {
+    pub token: u64,
+    pub expires_ms: u64,
+}
