@@ -17,7 +17,7 @@ use openraft::error::{ChangeMembershipError, ClientWriteError, InitializeError, 
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use rand::Rng;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::NodeConfig;
 use crate::error::{from_reject, from_status, internal, outcome_unknown, unavailable};
@@ -60,8 +60,9 @@ pub(crate) struct Core {
 }
 
 enum Reset {
-    /// Wipe and wait to be replicated by `cluster_id`, keeping the node id.
-    Join { cluster_id: u64 },
+    /// Wipe and wait to be replicated by `intent.to_cluster`, keeping the node id. The intent is
+    /// recorded first, so a node stopped from here on resumes the join when it starts.
+    Join { intent: ekka_store::JoinIntent },
     /// Wipe and bootstrap a one-node cluster. `keep` keeps the node id and this cluster id.
     Fresh { keep: Option<u64> },
 }
@@ -92,6 +93,12 @@ pub(crate) struct Inner {
     pub batch_tx: tokio::sync::mpsc::UnboundedSender<crate::data::Pending>,
     /// When this node last took an AppendEntries from a leader (heartbeats included).
     pub leader_heard: Mutex<Option<std::time::Instant>>,
+    /// Random per process: tells this process from another one running with the same node id
+    /// (a copied data dir). Carried by `Hello` answers and announces.
+    pub incarnation: u64,
+    /// Set when another process runs as this node (the cluster refused this one): the node has
+    /// stopped its Raft core and the embedder should stop it.
+    pub conflict: watch::Sender<Option<String>>,
 }
 
 /// A running ekka node: a Raft member with its gRPC server, status monitor and the cluster API.
@@ -157,6 +164,88 @@ pub(crate) async fn build_core(
     }))
 }
 
+/// How long a member restarted on a new address stays out of elections while no leader answers
+/// its announce.
+const ANNOUNCE_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a probe of a member's recorded address waits for its `Hello` answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The address `core`'s committed state (or, before the state has it, its Raft configuration)
+/// records for member `id`.
+fn recorded_addr(core: &Core, id: NodeId) -> Option<String> {
+    let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(m) = st.members.get(&id) {
+        return Some(m.addr.clone());
+    }
+    drop(st);
+    let m = core.raft.metrics().borrow().membership_config.clone();
+    m.membership().get_node(&id).map(|n| n.addr.clone())
+}
+
+/// Who answers `Hello` at `addr` within `PROBE_TIMEOUT`; `None` when nothing does.
+async fn probe(transport: &Transport, addr: &str) -> Option<pb::HelloReply> {
+    let mut p = transport.peer(addr, false).ok()?;
+    match tokio::time::timeout(PROBE_TIMEOUT, p.hello(pb::HelloRequest {})).await {
+        Ok(Ok(r)) => Some(r.into_inner()),
+        _ => None,
+    }
+}
+
+/// The error of a process refused because another one runs with its node id at `addr`.
+fn duplicate_node(id: NodeId, addr: &str) -> ApiError {
+    cfg_err(format!(
+        "node {} already runs at {addr}: another process has this node id (a copy of its data \
+         dir?); two processes cannot be one member. Stop one, or start this one on an empty \
+         data dir to join as a new member",
+        fmt_id(id)
+    ))
+}
+
+/// At start, before this process takes part in Raft: when its cluster records it at another
+/// address than its own and a process with its node id answers there, it is a copy of a running
+/// member and is refused.
+async fn check_identity(
+    core: &Core,
+    addr: &str,
+    incarnation: u64,
+    transport: &Transport,
+) -> Result<(), ApiError> {
+    let n_members = core
+        .state
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .members
+        .len();
+    let n_nodes = core
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .nodes()
+        .count();
+    if n_members.max(n_nodes) <= 1 {
+        return Ok(());
+    }
+    let Some(recorded) = recorded_addr(core, core.node_id) else {
+        return Ok(());
+    };
+    if recorded == addr {
+        return Ok(());
+    }
+    match probe(transport, &recorded).await {
+        Some(h)
+            if h.node_id == core.node_id
+                && h.cluster_id == transport.cluster_id()
+                && h.incarnation != incarnation =>
+        {
+            Err(duplicate_node(core.node_id, &recorded))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Node {
     /// Opens the data dir, binds the gRPC server and starts the node. A node with an empty data
     /// dir becomes a one-node cluster; a node that was in a cluster rejoins it (announcing its
@@ -177,6 +266,13 @@ impl Node {
         let cluster_id = Arc::new(AtomicU64::new(data.cluster_id()));
         let transport = Transport::new(&cfg.cookie, cluster_id.clone()).map_err(cfg_err)?;
         let core = build_core(&data, data.node_id(), &transport, &raft_config).await?;
+        // No campaign before this process knows it is the only one with this node id.
+        core.raft.runtime_config().elect(false);
+        let incarnation = random_id();
+        if let Err(e) = check_identity(&core, &addr, incarnation, &transport).await {
+            let _ = tokio::time::timeout(SHUTDOWN_RAFT_LIMIT, core.raft.shutdown()).await;
+            return Err(e);
+        }
         let (shutdown, _) = watch::channel(false);
         let (batch_tx, batch_rx) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
@@ -199,6 +295,8 @@ impl Node {
             local_locks: Default::default(),
             batch_tx,
             leader_heard: Mutex::new(None),
+            incarnation,
+            conflict: watch::channel(None).0,
         });
         crate::server::spawn(inner.clone(), listener);
         tokio::spawn(crate::fault::watch(inner.clone()));
@@ -299,6 +397,18 @@ impl Node {
         }
     }
 
+    /// Returns once the cluster refused this node because another process runs with its node id
+    /// (its data dir is a copy of a running member's), with the reason. The node has stopped
+    /// taking part in Raft by then; shut it down.
+    pub async fn wait_conflict(&self) -> String {
+        let mut rx = self.inner.conflict.subscribe();
+        let c = rx.wait_for(Option::is_some).await.map(|c| c.clone());
+        match c {
+            Ok(c) => c.unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     /// Stops the server, the monitor and Raft. The node stays a member: peers see it `down`.
     /// Bounded: a Raft core that does not stop within `SHUTDOWN_RAFT_LIMIT` is left behind.
     pub async fn shutdown(&self) {
@@ -388,7 +498,26 @@ impl Inner {
     async fn after_start(self: &Arc<Self>) -> Result<(), ApiError> {
         let core = self.core();
         let initialized = core.raft.is_initialized().await.map_err(internal)?;
+        if let Some(j) = self.data.join_intent().map_err(internal)? {
+            if self.cluster_id() == j.to_cluster && !self.is_member(&core) {
+                // Stopped in the middle of a join, after the wipe: the cluster may have added
+                // this node or not. Ask again (an add of a member is answered as done).
+                info!(target = %j.target, cluster = %fmt_id(j.to_cluster), "resuming a join that was interrupted");
+                core.raft.runtime_config().elect(true);
+                self.joining.store(true, Ordering::SeqCst);
+                tokio::spawn(self.clone().resume_join(j));
+                return Ok(());
+            }
+            // Either the wipe never happened (still the old cluster) or the join completed.
+            self.data.set_join_intent(None).map_err(internal)?;
+            if !initialized && self.cluster_id() != j.to_cluster {
+                // Wiped, but the cluster was never asked: a one-node cluster again.
+                core.raft.runtime_config().elect(true);
+                return self.bootstrap(&core, Some(j.from_cluster)).await;
+            }
+        }
         if !initialized && self.cluster_id() == 0 {
+            core.raft.runtime_config().elect(true);
             return self.bootstrap(&core, None).await;
         }
         if initialized {
@@ -398,15 +527,120 @@ impl Inner {
                 .unwrap_or_else(|e| e.into_inner())
                 .members
                 .len();
-            if n_members == 0 {
+            let only_self = {
+                let m = core.raft.metrics().borrow().membership_config.clone();
+                let ids: Vec<NodeId> = m.membership().nodes().map(|(id, _)| *id).collect();
+                ids == [core.node_id]
+            };
+            if n_members == 0 && only_self {
                 // Crashed between initialize and the Bootstrap entry: finish it.
+                core.raft.runtime_config().elect(true);
                 return self.bootstrap(&core, Some(self.cluster_id())).await;
             }
             if n_members > 1 {
-                tokio::spawn(self.clone().announce_loop());
+                let moved = recorded_addr(&core, core.node_id).is_some_and(|a| a != self.addr);
+                if !moved {
+                    core.raft.runtime_config().elect(true);
+                }
+                // On a new address, this node campaigns only once the cluster took its
+                // announce (another process may run with its id at the old one), or after
+                // `ANNOUNCE_GRACE` without an answer (no leader to ask).
+                tokio::spawn(self.clone().announce_loop(moved));
+                return Ok(());
             }
         }
+        core.raft.runtime_config().elect(true);
         Ok(())
+    }
+
+    /// Whether `core`'s state has this node as a member of its cluster.
+    fn is_member(&self, core: &Core) -> bool {
+        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        st.cluster_id == self.cluster_id() && st.members.contains_key(&core.node_id)
+    }
+
+    /// Finishes a join interrupted by a stop after this node wiped itself: asks `j.target` to add
+    /// it again until that is done (or until the node is a member anyway, the cluster having
+    /// added it before the stop), then waits to be up. If the cluster refuses it for good, or
+    /// `j.target` belongs to another cluster now, it becomes its one-node cluster again.
+    async fn resume_join(self: Arc<Self>, j: ekka_store::JoinIntent) {
+        let mut shutdown = self.shutdown.subscribe();
+        let mut delay = Duration::from_millis(50);
+        let outcome: Result<(), ApiError> = loop {
+            let core = self.core();
+            if self.is_member(&core) {
+                break Ok(());
+            }
+            let r = match self.hello_at(&j.target).await {
+                Ok(h) if h.cluster_id != j.to_cluster => Err(ApiError::new(
+                    ErrorCode::NodeNotInCluster,
+                    format!(
+                        "{} is in cluster {} now, not {}",
+                        j.target,
+                        fmt_id(h.cluster_id),
+                        fmt_id(j.to_cluster)
+                    ),
+                )),
+                Ok(_) => {
+                    let req = pb::AddMemberRequest {
+                        node_id: core.node_id,
+                        name: self.cfg.name.clone(),
+                        addr: self.addr.clone(),
+                        from_cluster_id: j.from_cluster,
+                        dry_run: false,
+                    };
+                    self.add_at(&j.target, req).await.map(|_| ())
+                }
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => break Ok(()),
+                Err(e) if retryable(&e) || e.code == ErrorCode::NodeDown => {
+                    info!(error = %e, "resuming the join: trying again");
+                }
+                Err(e) => break Err(e),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
+        };
+        match outcome {
+            Ok(()) => {
+                let mut rx = self.core().applied.clone();
+                loop {
+                    if self.is_member(&self.core()) {
+                        break;
+                    }
+                    tokio::select! {
+                        r = rx.changed() => if r.is_err() { return },
+                        _ = shutdown.changed() => return,
+                    }
+                }
+                self.joining.store(false, Ordering::SeqCst);
+                if let Err(e) = self.data.set_join_intent(None) {
+                    warn!(error = %e, "clearing the finished join");
+                }
+                self.run_reboot();
+                info!(cluster = %fmt_id(j.to_cluster), "joined (resumed)");
+            }
+            Err(e) => {
+                warn!(error = %e, "the interrupted join cannot be finished: back to a one-node cluster");
+                self.joining.store(false, Ordering::SeqCst);
+                if let Err(e) = self
+                    .reset_and_reboot(
+                        Action::Heal,
+                        Reset::Fresh {
+                            keep: Some(j.from_cluster),
+                        },
+                    )
+                    .await
+                {
+                    warn!(error = %e, "reset after a failed join");
+                }
+            }
+        }
     }
 
     /// Makes `core` a one-node cluster and commits its Bootstrap entry.
@@ -453,14 +687,29 @@ impl Inner {
         Ok(())
     }
 
-    /// Tells the cluster this member runs at `self.addr`, until one leader accepts it.
-    async fn announce_loop(self: Arc<Self>) {
+    /// Tells the cluster this member runs at `self.addr`, until one leader accepts it. With
+    /// `gated`, elections stay off until then (or `ANNOUNCE_GRACE`). A refusal because another
+    /// process runs with this node id stops this node's Raft core and raises `conflict`.
+    async fn announce_loop(self: Arc<Self>, gated: bool) {
         let mut shutdown = self.shutdown.subscribe();
+        let started = Instant::now();
+        let mut gated = gated;
+        let open_gate = |core: &Core, gated: &mut bool| {
+            if *gated {
+                core.raft.runtime_config().elect(true);
+                *gated = false;
+            }
+        };
         loop {
             let core = self.core();
+            if gated && started.elapsed() >= ANNOUNCE_GRACE {
+                info!("no leader took this member's announce yet: taking part in elections");
+                open_gate(&core, &mut gated);
+            }
             let req = pb::AnnounceRequest {
                 node_id: core.node_id,
                 addr: self.addr.clone(),
+                incarnation: self.incarnation,
             };
             let peers = self.peer_addrs(&core);
             for addr in peers {
@@ -470,13 +719,23 @@ impl Inner {
                 match tokio::time::timeout(Duration::from_secs(2), p.announce(req.clone())).await {
                     Ok(Ok(_)) => {
                         info!(%addr, "announced this member's address");
+                        open_gate(&core, &mut gated);
                         return;
                     }
                     Ok(Err(st)) if from_status(&st).code == ErrorCode::NodeNotInCluster => {
                         warn!("the cluster no longer has this member: resetting to a fresh node");
+                        open_gate(&core, &mut gated);
                         let _ = self
                             .reset_and_reboot(Action::Heal, Reset::Fresh { keep: None })
                             .await;
+                        return;
+                    }
+                    Ok(Err(st)) if from_status(&st).code == ErrorCode::InvalidConfig => {
+                        let msg = from_status(&st).message;
+                        error!(%msg, "the cluster refused this process: another one runs with its node id");
+                        let _ =
+                            tokio::time::timeout(SHUTDOWN_RAFT_LIMIT, core.raft.shutdown()).await;
+                        self.conflict.send_replace(Some(msg));
                         return;
                     }
                     _ => {}
@@ -705,7 +964,13 @@ impl Inner {
         self.via_leader(
             forwarded,
             false,
-            |core| async move { me.leader_add_member(core, r2).await },
+            // In a task of its own: a joiner that goes away mid-request must not cut the change
+            // off half-way (record added, Raft learner not).
+            |core| async move {
+                tokio::spawn(async move { me.leader_add_member(core, r2).await })
+                    .await
+                    .map_err(internal)?
+            },
             |mut p| async move { p.add_member(req).await },
         )
         .await
@@ -889,6 +1154,7 @@ impl Inner {
                         format!("{} is not a member", fmt_id(r2.node_id)),
                     ));
                 }
+                me.check_announcer(&core, &r2).await?;
                 // An announce is an answer: the monitor must not mark it down meanwhile.
                 me.transport.record_ok(r2.node_id);
                 let resp = me
@@ -907,6 +1173,39 @@ impl Inner {
             |mut p| async move { p.announce(req).await },
         )
         .await
+    }
+
+    /// Refuses an announce from a process that is not the one the cluster knows as that member:
+    /// this leader itself (same id, another incarnation), or, for an address change, a process
+    /// with that id still answering at the recorded address.
+    async fn check_announcer(
+        &self,
+        core: &Core,
+        req: &pb::AnnounceRequest,
+    ) -> Result<(), ApiError> {
+        if req.node_id == core.node_id {
+            if req.incarnation != self.incarnation {
+                return Err(duplicate_node(req.node_id, &self.addr));
+            }
+            return Ok(());
+        }
+        let Some(recorded) = recorded_addr(core, req.node_id) else {
+            return Ok(());
+        };
+        if recorded == req.addr {
+            return Ok(());
+        }
+        match probe(&self.transport, &recorded).await {
+            Some(h)
+                if h.node_id == req.node_id
+                    && h.cluster_id == self.cluster_id()
+                    && h.incarnation != req.incarnation =>
+            {
+                warn!(id = %fmt_id(req.node_id), %recorded, new = %req.addr, "refusing an announce: another process with this node id answers at its address");
+                Err(duplicate_node(req.node_id, &recorded))
+            }
+            _ => Ok(()),
+        }
     }
 
     pub(crate) async fn remove_member(
@@ -1001,6 +1300,7 @@ impl Inner {
             n_members: n as u32,
             singleton: self.cfg.singleton,
             joining: self.joining.load(Ordering::SeqCst),
+            incarnation: self.incarnation,
         }
     }
 
@@ -1173,7 +1473,11 @@ impl Inner {
         self.run_prepare(if heal { Action::Heal } else { Action::Join });
         info!(%addr, cluster = %fmt_id(check.cluster_id), "joining: dropping this node's one-node cluster");
         self.reset(Reset::Join {
-            cluster_id: check.cluster_id,
+            intent: ekka_store::JoinIntent {
+                target: addr.to_string(),
+                from_cluster: my_cluster,
+                to_cluster: check.cluster_id,
+            },
         })
         .await?;
         req.dry_run = false;
@@ -1195,6 +1499,7 @@ impl Inner {
             return Err(e);
         }
         self.wait_self_up(deadline).await?;
+        self.data.set_join_intent(None).map_err(internal)?;
         self.run_reboot();
         info!(cluster = %fmt_id(check.cluster_id), "joined");
         Ok(JoinOutcome::Joined {
@@ -1361,7 +1666,9 @@ impl Inner {
         let old = self.core();
         old.raft.shutdown().await.map_err(internal)?;
         let (node_id, fresh, keep) = match how {
-            Reset::Join { cluster_id } => {
+            Reset::Join { intent } => {
+                let cluster_id = intent.to_cluster;
+                self.data.set_join_intent(Some(&intent)).map_err(internal)?;
                 self.data.reset().map_err(internal)?;
                 self.data.set_node_id(old.node_id).map_err(internal)?;
                 self.data.set_cluster_id(cluster_id).map_err(internal)?;
@@ -1369,11 +1676,13 @@ impl Inner {
                 (old.node_id, false, None)
             }
             Reset::Fresh { keep: Some(c) } => {
+                self.data.set_join_intent(None).map_err(internal)?;
                 self.data.reset().map_err(internal)?;
                 self.data.set_node_id(old.node_id).map_err(internal)?;
                 (old.node_id, true, Some(c))
             }
             Reset::Fresh { keep: None } => {
+                self.data.set_join_intent(None).map_err(internal)?;
                 let id = self.data.reset().map_err(internal)?;
                 (id, true, None)
             }

@@ -64,6 +64,42 @@ pub(crate) const K_NODE_ID: &[u8] = b"node_id";
 const K_CLUSTER_ID: &[u8] = b"cluster_id";
 /// Present (holding the new node id) while a reset is under way.
 const K_RESETTING: &[u8] = b"resetting";
+/// Present while this node joins another cluster (a [`JoinIntent`]).
+const K_JOINING: &[u8] = b"joining";
+
+/// A join under way, recorded before the node wipes its one-node cluster to join another and
+/// cleared once the node is a member (or gave up): a node restarted in between knows where it
+/// was going and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinIntent {
+    /// The address the join was sent to.
+    pub target: String,
+    /// The cluster the node leaves (its one-node cluster).
+    pub from_cluster: u64,
+    /// The cluster it joins.
+    pub to_cluster: u64,
+}
+
+impl JoinIntent {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(16 + self.target.len());
+        v.extend_from_slice(&self.from_cluster.to_be_bytes());
+        v.extend_from_slice(&self.to_cluster.to_be_bytes());
+        v.extend_from_slice(self.target.as_bytes());
+        v
+    }
+
+    fn decode(b: &[u8]) -> Option<JoinIntent> {
+        let from_cluster = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+        let to_cluster = u64::from_be_bytes(b.get(8..16)?.try_into().ok()?);
+        let target = std::str::from_utf8(b.get(16..)?).ok()?.to_string();
+        Some(JoinIntent {
+            target,
+            from_cluster,
+            to_cluster,
+        })
+    }
+}
 
 /// What the marker file says.
 enum Marker {
@@ -300,6 +336,26 @@ impl DataDir {
         self.flush()?;
         self.cluster_id.store(id, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// The join under way, if any (see [`JoinIntent`]).
+    pub fn join_intent(&self) -> Result<Option<JoinIntent>, StoreError> {
+        match self.meta().get(K_JOINING).map_err(|e| self.db_err(e))? {
+            None => Ok(None),
+            Some(v) => JoinIntent::decode(&v)
+                .map(Some)
+                .ok_or_else(|| self.corrupt("the recorded join is not readable")),
+        }
+    }
+
+    /// Records (or, with `None`, clears) the join under way. Durable when it returns.
+    pub fn set_join_intent(&self, intent: Option<&JoinIntent>) -> Result<(), StoreError> {
+        match intent {
+            Some(j) => self.meta().insert(K_JOINING, j.encode()).map(|_| ()),
+            None => self.meta().remove(K_JOINING).map(|_| ()),
+        }
+        .map_err(|e| self.db_err(e))?;
+        self.flush()
     }
 
     /// New openraft store handles over this dir's db. Call again after a [`DataDir::reset`]; the
