@@ -239,10 +239,19 @@ fn n_members(s: &Value) -> usize {
 #[test]
 fn a_joiner_killed_mid_join_comes_back_consistent() {
     let mut c = Cluster::new();
-    c.form(2);
+    c.start("n1", &[]);
+    c.start("n2", &[]);
     let seed = c.get("n1").addr.clone();
+    // How long a whole `cluster join` takes here (a debug build is slower than a release one):
+    // kills land at 20-35 ms, then spread over the join.
+    let t = std::time::Instant::now();
+    let out = c.get("n2").cli(&["cluster", "join", &seed]);
+    assert!(out.ok().starts_with("joined "), "{out:?}");
+    let took = t.elapsed().as_millis() as u64;
+    let mut delays = vec![20u64, 25, 30, 35];
+    delays.extend((2..=7).map(|k| took * k / 8).filter(|d| *d > 35));
     let mut outcomes = Vec::new();
-    for (i, delay_ms) in [20u64, 25, 30, 35].into_iter().enumerate() {
+    for (i, delay_ms) in delays.into_iter().enumerate() {
         let name = format!("j{i}");
         c.start(&name, &[]);
         let mut join = spawn_join(&seed, &c.get(&name).addr);
@@ -289,7 +298,11 @@ fn a_joiner_killed_mid_join_comes_back_consistent() {
         });
         put_get(j, n1, &format!("from/{name}"));
     }
-    eprintln!("(delay ms, came back as a member): {outcomes:?}");
+    eprintln!("a join takes {took} ms; (kill delay ms, came back as a member): {outcomes:?}");
+    assert!(
+        outcomes.iter().any(|(_, member)| *member),
+        "no kill landed after the join reached the cluster: {outcomes:?}"
+    );
 }
 
 #[test]
