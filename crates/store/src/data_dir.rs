@@ -664,6 +664,36 @@ mod tests {
     }
 
     #[test]
+    fn a_join_intent_survives_a_reset_and_a_reopen_until_cleared() {
+        let td = tempfile::tempdir().unwrap();
+        let p = td.path().join("d");
+        let dir = DataDir::open(&p).unwrap();
+        assert_eq!(dir.join_intent().unwrap(), None);
+        let j = JoinIntent {
+            target: "127.0.0.1:4370".into(),
+            from_cluster: 7,
+            to_cluster: u64::MAX,
+        };
+        dir.set_join_intent(Some(&j)).unwrap();
+        dir.reset().unwrap();
+        drop(dir);
+        let dir = DataDir::open(&p).unwrap();
+        assert_eq!(dir.join_intent().unwrap(), Some(j));
+        dir.set_join_intent(None).unwrap();
+        drop(dir);
+        assert_eq!(DataDir::open(&p).unwrap().join_intent().unwrap(), None);
+        // Bytes that are no intent are an error, not a guess.
+        assert_eq!(JoinIntent::decode(b"short"), None);
+        assert_eq!(
+            JoinIntent::decode(&[0; 16]).map(|j| j.target),
+            Some(String::new())
+        );
+        let mut bad = vec![0; 16];
+        bad.push(0xff);
+        assert_eq!(JoinIntent::decode(&bad), None);
+    }
+
+    #[test]
     fn a_lock_file_with_content_is_foreign() {
         let td = tempfile::tempdir().unwrap();
         std::fs::write(td.path().join(LOCK), "someone else's").unwrap();
