@@ -178,7 +178,8 @@ fn a_copy_of_a_running_members_data_dir_is_refused_at_start() {
 #[test]
 fn a_copy_that_gets_past_its_start_is_refused_by_the_leader() {
     // The copy still records n3 at its old port (nothing answers there), so it starts and
-    // announces its own address; the leader finds the original at n3's recorded address.
+    // announces its own address; the leader refuses it: its log ends below what n3 acknowledged
+    // (an older copy), or the original answers at n3's recorded address.
     let (c, copy) = cluster_with_copy(false);
     let n1 = c.get("n1");
     let n3 = c.get("n3").addr.clone();
@@ -203,21 +204,132 @@ fn a_copy_that_gets_past_its_start_is_refused_by_the_leader() {
         let put = n1.cli(&["kv", "put", &format!("during/{i}"), "v"]);
         assert_eq!(put.code, 0, "a write while the copy runs: {put:?}");
     };
-    let line = last_line(&log);
-    assert_eq!(
-        code,
-        Some(2),
-        "the copy must stop itself with exit 2; last line {line:?}"
-    );
-    assert!(
-        line.starts_with("error: invalid_config: ") && line.contains("already runs at"),
-        "{line:?}"
-    );
+    // Refused as a second process with n3's id, or as an older copy of n3's data dir.
+    refused(code, &log);
 
     // The copy is gone: the cluster is as it was, n3 at its address, the same term.
     serves(n1, "after", "n3", &n3);
     healthy_since(n1, &["n1", "n2", "n3"], term);
     serves(c.get("n3"), "via-n3", "n3", &n3);
+}
+
+/// Spawns the copy of n3 and reads its `listening on` line: its address.
+fn spawn_copy(c: &Cluster, copy: &Path) -> (std::process::Child, String) {
+    let log = c.path("n3-copy.log");
+    let mut p = spawn_agent("n3", copy, &log);
+    let mut line = String::new();
+    {
+        use std::io::BufRead;
+        let out = p.stdout.as_mut().unwrap();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+    }
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("copy: {line:?} {}", last_line(&log)))
+        .to_string();
+    (p, addr)
+}
+
+/// The last line of `log`, checked to be the refusal of a second process with one node id.
+fn refused(code: Option<i32>, log: &Path) {
+    let line = last_line(log);
+    assert_eq!(code, Some(2), "exit 2 expected; last line {line:?}");
+    assert!(line.starts_with("error: invalid_config: node "), "{line:?}");
+}
+
+#[test]
+fn a_copy_started_while_the_member_is_paused_is_refused_or_refuses_it() {
+    // The original answers nothing (SIGSTOP), so neither the copy's start check nor the leader
+    // finds it. If the copy's log ends below what n3 acknowledged, it is an older copy and is
+    // refused at once; otherwise nobody can tell it from n3 restarted on a new port, it takes
+    // n3's place, and the original, resumed, is the second process: refused by the voters when
+    // it campaigns. Either way exactly one runs on, the cluster keeps serving.
+    let (mut c, copy) = cluster_with_copy(true);
+    let n3 = c.get("n3").addr.clone();
+    c.get("n3").pause();
+    let (mut copy_proc, copy_addr) = spawn_copy(&c, &copy);
+    let n1 = c.get("n1");
+    let mut copy_exit = None;
+    wait_until(WAIT, "the copy refused or in n3's place", || {
+        if let Ok(Some(st)) = copy_proc.try_wait() {
+            copy_exit = Some(st.code().unwrap_or(-1));
+            return true;
+        }
+        n1.try_status().is_some_and(|s| {
+            member(&s, "n3").is_some_and(|m| m["addr"] == copy_addr.as_str() && m["status"] == "up")
+        })
+    });
+    c.get("n3").resume();
+    let survivor = if copy_exit.is_some() {
+        refused(copy_exit, &c.path("n3-copy.log"));
+        n3
+    } else {
+        let st = c.get_mut("n3").wait_exit(WAIT);
+        refused(st.and_then(|s| s.code()), &c.get("n3").log);
+        copy_addr.clone()
+    };
+    eprintln!("the process left running as n3 is at {survivor} (copy {copy_addr})");
+    let n1 = c.get("n1");
+    wait_until(WAIT, "healthy", || {
+        healthy(n1, &["n1", "n2", "n3"]).is_some()
+    });
+    serves(n1, "after", "n3", &survivor);
+    let _ = copy_proc.kill();
+    let _ = copy_proc.wait();
+}
+
+#[test]
+fn a_member_restarted_after_its_copy_took_its_place_is_refused() {
+    // The copy starts while n3 is stopped: to the cluster that is n3 restarted on a new port,
+    // and it takes n3's place. The original, started again on its old port, is now the second
+    // process with n3's id: refused, it stops itself. Stopping the copy then leaves n3 down and
+    // the cluster serving.
+    let mut c = Cluster::new();
+    c.form(3);
+    c.get_mut("n3").stop();
+    let copy = c.path("n3-copy");
+    copy_dir(&c.get("n3").data_dir, &copy);
+    let old = c.get("n3").addr.clone();
+    let (mut copy_proc, copy_addr) = spawn_copy(&c, &copy);
+    let n1 = c.get("n1");
+    wait_until(WAIT, "the copy in n3's place", || {
+        healthy(n1, &["n1", "n2", "n3"]).is_some()
+            && member(&n1.status(), "n3").is_some_and(|m| m["addr"] == copy_addr.as_str())
+    });
+    let mut term = 0;
+    wait_until(WAIT, "healthy", || {
+        healthy(n1, &["n1", "n2", "n3"]).is_some_and(|t| {
+            term = t;
+            true
+        })
+    });
+    put_get(n1, n1, "before");
+
+    c.get_mut("n3").restart(&["--listen", &old]);
+    let st = c.get_mut("n3").wait_exit(WAIT);
+    let line = last_line(&c.get("n3").log);
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(2),
+        "the original must stop itself with exit 2; last line {line:?}"
+    );
+    assert!(line.starts_with("error: invalid_config: "), "{line:?}");
+    let n1 = c.get("n1");
+    healthy_since(n1, &["n1", "n2", "n3"], term);
+    serves(n1, "after", "n3", &copy_addr);
+
+    // The copy stops: n3 is down, the other two go on.
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(copy_proc.id() as libc::pid_t, libc::SIGTERM);
+    }
+    assert_eq!(wait_exit(&mut copy_proc, WAIT), Some(0));
+    wait_until(WAIT, "n3 down", || {
+        n1.try_status()
+            .is_some_and(|s| stopped(&s) == ["n3"] && s["leader"].is_string())
+    });
+    put_get(n1, c.get("n2"), "after-the-copy");
 }
 
 /// `ekka cluster join <to> --node <joiner>`, started and left running.

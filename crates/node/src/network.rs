@@ -13,7 +13,7 @@ use ekka_proto::pb::peer_client::PeerClient;
 use ekka_proto::pb::{RaftPayload, SnapshotChunk};
 use ekka_proto::{
     payload_version_readable, CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, MIN_PAYLOAD_VERSION,
-    PAYLOAD_VERSION,
+    PAYLOAD_VERSION, SENDER_HEADER,
 };
 use ekka_store::{LogStore, NodeId, SharedState, TypeConfig};
 use ekka_types::codec;
@@ -44,6 +44,7 @@ pub struct Outgoing {
     cookie: AsciiMetadataValue,
     cluster: AsciiMetadataValue,
     forwarded: bool,
+    sender: Option<AsciiMetadataValue>,
 }
 
 impl tonic::service::Interceptor for Outgoing {
@@ -53,6 +54,9 @@ impl tonic::service::Interceptor for Outgoing {
         md.insert(CLUSTER_HEADER, self.cluster.clone());
         if self.forwarded {
             md.insert(FORWARDED_HEADER, AsciiMetadataValue::from_static("1"));
+        }
+        if let Some(s) = &self.sender {
+            md.insert(SENDER_HEADER, s.clone());
         }
         Ok(req)
     }
@@ -68,6 +72,10 @@ pub struct Transport {
     last_ok: Arc<Mutex<HashMap<NodeId, Instant>>>,
     /// Set when a member of our cluster answered that this node was removed.
     removed: Arc<tokio::sync::watch::Sender<bool>>,
+    /// This process on peer RPCs (`SENDER_HEADER`), once known.
+    sender: Arc<Mutex<Option<AsciiMetadataValue>>>,
+    /// Set when a member refused this process because another one runs with its node id.
+    pub conflict: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 impl Transport {
@@ -80,7 +88,16 @@ impl Transport {
             cluster_id,
             last_ok: Arc::default(),
             removed: Arc::new(tokio::sync::watch::channel(false).0),
+            sender: Arc::default(),
+            conflict: Arc::new(tokio::sync::watch::channel(None).0),
         })
+    }
+
+    /// Names this process on every peer RPC from now on: its incarnation and address.
+    pub fn set_sender(&self, incarnation: u64, addr: &str) {
+        let v = AsciiMetadataValue::try_from(format!("{}@{addr}", ekka_types::fmt_id(incarnation)))
+            .ok();
+        *self.sender.lock().unwrap_or_else(|e| e.into_inner()) = v;
     }
 
     pub fn cluster_id(&self) -> u64 {
@@ -111,6 +128,11 @@ impl Transport {
             cookie: self.cookie.clone(),
             cluster,
             forwarded,
+            sender: self
+                .sender
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         })
     }
 
@@ -221,6 +243,20 @@ impl PeerConn {
             .is_some_and(|v| v.as_bytes() == b"node_not_in_cluster");
         if removed {
             self.transport.removed.send_replace(true);
+        }
+        let duplicate = st
+            .metadata()
+            .get(ekka_proto::ERROR_HEADER)
+            .is_some_and(|v| v.as_bytes() == b"invalid_config");
+        if duplicate {
+            let msg = st.message().to_string();
+            self.transport.conflict.send_if_modified(|c| {
+                let first = c.is_none();
+                if first {
+                    *c = Some(msg);
+                }
+                first
+            });
         }
         match st.code() {
             // Nothing answered, or the peer is not (yet) in our cluster: back off.

@@ -97,8 +97,12 @@ pub(crate) struct Inner {
     /// (a copied data dir). Carried by `Hello` answers and announces.
     pub incarnation: u64,
     /// Set when another process runs as this node (the cluster refused this one): the node has
-    /// stopped its Raft core and the embedder should stop it.
-    pub conflict: watch::Sender<Option<String>>,
+    /// stopped its Raft core and the embedder should stop it. Shared with the transport, which
+    /// sets it when a member refuses one of this node's Raft RPCs for that reason.
+    pub conflict: Arc<watch::Sender<Option<String>>>,
+    /// Verdicts on candidates seen at another address than their recorded one: (node id,
+    /// incarnation) → whether another process with that id answers at the recorded address.
+    duplicates: Mutex<std::collections::HashMap<(NodeId, u64), bool>>,
 }
 
 /// A running ekka node: a Raft member with its gRPC server, status monitor and the cluster API.
@@ -269,11 +273,13 @@ impl Node {
         // No campaign before this process knows it is the only one with this node id.
         core.raft.runtime_config().elect(false);
         let incarnation = random_id();
+        transport.set_sender(incarnation, &addr);
         if let Err(e) = check_identity(&core, &addr, incarnation, &transport).await {
             let _ = tokio::time::timeout(SHUTDOWN_RAFT_LIMIT, core.raft.shutdown()).await;
             return Err(e);
         }
         let (shutdown, _) = watch::channel(false);
+        let transport_conflict = transport.conflict.clone();
         let (batch_tx, batch_rx) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             cfg,
@@ -296,10 +302,12 @@ impl Node {
             batch_tx,
             leader_heard: Mutex::new(None),
             incarnation,
-            conflict: watch::channel(None).0,
+            conflict: transport_conflict,
+            duplicates: Mutex::default(),
         });
         crate::server::spawn(inner.clone(), listener);
         tokio::spawn(crate::fault::watch(inner.clone()));
+        tokio::spawn(inner.clone().stop_on_conflict());
         inner.after_start().await?;
         tokio::spawn(crate::monitor::run(inner.clone()));
         tokio::spawn(crate::data::lock_ticker(inner.clone()));
@@ -553,6 +561,72 @@ impl Inner {
         Ok(())
     }
 
+    /// Once a member refused this process because another one runs with its node id: stops
+    /// taking part in Raft (the embedder is told through `Node::wait_conflict`).
+    async fn stop_on_conflict(self: Arc<Self>) {
+        let mut rx = self.conflict.subscribe();
+        let mut shutdown = self.shutdown.subscribe();
+        let msg = tokio::select! {
+            r = rx.wait_for(Option::is_some) => match r {
+                Ok(m) => m.clone().unwrap_or_default(),
+                Err(_) => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        error!(%msg, "refused by the cluster: another process runs with this node id; stopping");
+        let core = self.core();
+        let _ = tokio::time::timeout(SHUTDOWN_RAFT_LIMIT, core.raft.shutdown()).await;
+    }
+
+    /// A vote request from `candidate`, sent by process `incarnation` at `addr`: refused when
+    /// that is not the process the cluster knows as `candidate` (this very node, or another
+    /// process with that id answering at the recorded address). Verdicts are remembered per
+    /// process, so the probe runs once.
+    pub(crate) async fn check_candidate(
+        &self,
+        core: &Core,
+        candidate: NodeId,
+        incarnation: u64,
+        addr: &str,
+    ) -> Result<(), ApiError> {
+        if candidate == core.node_id {
+            if incarnation != self.incarnation {
+                return Err(duplicate_node(candidate, &self.addr));
+            }
+            return Ok(());
+        }
+        let Some(recorded) = recorded_addr(core, candidate) else {
+            return Ok(());
+        };
+        if recorded == addr {
+            return Ok(());
+        }
+        let known = lock(&self.duplicates)
+            .get(&(candidate, incarnation))
+            .copied();
+        let dup = match known {
+            Some(d) => d,
+            None => {
+                let d = probe(&self.transport, &recorded).await.is_some_and(|h| {
+                    h.node_id == candidate
+                        && h.cluster_id == self.cluster_id()
+                        && h.incarnation != incarnation
+                });
+                let mut m = lock(&self.duplicates);
+                if m.len() >= 1024 {
+                    m.clear();
+                }
+                m.insert((candidate, incarnation), d);
+                d
+            }
+        };
+        if dup {
+            warn!(id = %fmt_id(candidate), %recorded, %addr, "refusing a vote request: another process with this node id answers at its address");
+            return Err(duplicate_node(candidate, &recorded));
+        }
+        Ok(())
+    }
+
     /// Whether `core`'s state has this node as a member of its cluster.
     fn is_member(&self, core: &Core) -> bool {
         let st = core.state.read().unwrap_or_else(|e| e.into_inner());
@@ -706,10 +780,17 @@ impl Inner {
                 info!("no leader took this member's announce yet: taking part in elections");
                 open_gate(&core, &mut gated);
             }
+            let log_end = core
+                .raft
+                .metrics()
+                .borrow()
+                .last_log_index
+                .map_or(0, |i| i + 1);
             let req = pb::AnnounceRequest {
                 node_id: core.node_id,
                 addr: self.addr.clone(),
                 incarnation: self.incarnation,
+                log_end,
             };
             let peers = self.peer_addrs(&core);
             for addr in peers {
@@ -731,11 +812,8 @@ impl Inner {
                         return;
                     }
                     Ok(Err(st)) if from_status(&st).code == ErrorCode::InvalidConfig => {
-                        let msg = from_status(&st).message;
-                        error!(%msg, "the cluster refused this process: another one runs with its node id");
-                        let _ =
-                            tokio::time::timeout(SHUTDOWN_RAFT_LIMIT, core.raft.shutdown()).await;
-                        self.conflict.send_replace(Some(msg));
+                        // `stop_on_conflict` stops the Raft core.
+                        self.conflict.send_replace(Some(from_status(&st).message));
                         return;
                     }
                     _ => {}
@@ -1194,6 +1272,30 @@ impl Inner {
         };
         if recorded == req.addr {
             return Ok(());
+        }
+        // A member acknowledges only entries it has made durable, so a process whose log ends
+        // below what this leader saw the member acknowledge is an older copy of its data dir (a
+        // follower's log may not go back: openraft's leader would stop on it).
+        let matched = core
+            .raft
+            .metrics()
+            .borrow()
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&req.node_id).cloned())
+            .flatten()
+            .map(|l| l.index);
+        if let Some(m) = matched.filter(|_| req.incarnation != 0) {
+            if req.log_end <= m {
+                warn!(id = %fmt_id(req.node_id), %recorded, new = %req.addr, log_end = req.log_end, matched = m, "refusing an announce: the process's log ends below what the member acknowledged");
+                return Err(cfg_err(format!(
+                    "node {} acknowledged log entries up to {m}, but this process's log ends \
+                     at {}: its data dir is an older copy of that member's. Start it on an \
+                     empty data dir to join as a new member",
+                    fmt_id(req.node_id),
+                    req.log_end
+                )));
+            }
         }
         match probe(&self.transport, &recorded).await {
             Some(h)
