@@ -738,6 +738,16 @@ impl Inner {
             .state(ServerState::Leader, "bootstrap leader")
             .await
             .map_err(|e| unavailable(format!("bootstrap: {e}")))?;
+        // A restart may find the Bootstrap entry in the log but not applied (the committed
+        // index is not flushed with every write): apply the whole log before looking.
+        core.raft
+            .wait(Some(self.cfg.op_timeout))
+            .metrics(
+                |m| m.last_applied.map(|l| l.index) >= m.last_log_index,
+                "bootstrap leader applied its log",
+            )
+            .await
+            .map_err(|e| unavailable(format!("bootstrap: {e}")))?;
         let bootstrapped = core
             .state
             .read()
