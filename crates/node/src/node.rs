@@ -100,8 +100,7 @@ pub(crate) struct Inner {
     /// stopped its Raft core and the embedder should stop it. Shared with the transport, which
     /// sets it when a member refuses one of this node's Raft RPCs for that reason.
     pub conflict: Arc<watch::Sender<Option<String>>>,
-    /// Verdicts on candidates seen at another address than their recorded one: (node id,
-    /// incarnation) → whether another process with that id answers at the recorded address.
+    /// Candidates refused as a second process with a member's id: (node id, incarnation).
     duplicates: Mutex<std::collections::HashMap<(NodeId, u64), bool>>,
 }
 
@@ -580,8 +579,8 @@ impl Inner {
 
     /// A vote request from `candidate`, sent by process `incarnation` at `addr`: refused when
     /// that is not the process the cluster knows as `candidate` (this very node, or another
-    /// process with that id answering at the recorded address). Verdicts are remembered per
-    /// process, so the probe runs once.
+    /// process with that id answering at the recorded address). A refused process is
+    /// remembered, so it is probed for once.
     pub(crate) async fn check_candidate(
         &self,
         core: &Core,
@@ -612,11 +611,15 @@ impl Inner {
                         && h.cluster_id == self.cluster_id()
                         && h.incarnation != incarnation
                 });
-                let mut m = lock(&self.duplicates);
-                if m.len() >= 1024 {
-                    m.clear();
+                // Only a refusal is remembered: a probe that found no one (or timed out on a
+                // loaded machine) is tried again at the next vote request.
+                if d {
+                    let mut m = lock(&self.duplicates);
+                    if m.len() >= 1024 {
+                        m.clear();
+                    }
+                    m.insert((candidate, incarnation), d);
                 }
-                m.insert((candidate, incarnation), d);
                 d
             }
         };
