@@ -100,8 +100,8 @@ fn put_get(w: &Agent, r: &Agent, key: &str) {
     });
 }
 
-/// Waits until `a`'s cluster is healthy again; no more than a couple of elections since `term`
-/// (the copy took no part in any).
+/// Waits until `a`'s cluster is healthy again, with no storm of elections since `term` (the
+/// copy took no part in any).
 fn healthy_since(a: &Agent, names: &[&str], term: u64) {
     let mut now = 0;
     wait_until(WAIT, "the cluster healthy", || {
@@ -110,7 +110,9 @@ fn healthy_since(a: &Agent, names: &[&str], term: u64) {
             true
         })
     });
-    assert!(now <= term + 2, "term went from {term} to {now}");
+    // A loaded machine may miss a heartbeat and hold an election or two; a copy taking part in
+    // elections made dozens.
+    assert!(now <= term + 6, "term went from {term} to {now}");
 }
 
 /// Stops n3, copies its data dir, restarts it (on its old port with `same_port`, else on a new
@@ -355,13 +357,18 @@ fn a_joiner_killed_mid_join_comes_back_consistent() {
     c.start("n2", &[]);
     let seed = c.get("n1").addr.clone();
     // How long a whole `cluster join` takes here (a debug build is slower than a release one):
-    // kills land at 20-35 ms, then spread over the join.
+    // kills land at 20-35 ms, then spread over the join and a little past its end.
     let t = std::time::Instant::now();
     let out = c.get("n2").cli(&["cluster", "join", &seed]);
     assert!(out.ok().starts_with("joined "), "{out:?}");
     let took = t.elapsed().as_millis() as u64;
     let mut delays = vec![20u64, 25, 30, 35];
-    delays.extend((2..=7).map(|k| took * k / 8).filter(|d| *d > 35));
+    delays.extend(
+        (2..=12)
+            .step_by(2)
+            .map(|k| took * k / 8)
+            .filter(|d| *d > 35),
+    );
     let mut outcomes = Vec::new();
     for (i, delay_ms) in delays.into_iter().enumerate() {
         let name = format!("j{i}");

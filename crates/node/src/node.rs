@@ -779,7 +779,6 @@ impl Inner {
     /// process runs with this node id stops this node's Raft core and raises `conflict`.
     async fn announce_loop(self: Arc<Self>, gated: bool) {
         let mut shutdown = self.shutdown.subscribe();
-        let started = Instant::now();
         let mut gated = gated;
         let open_gate = |core: &Core, gated: &mut bool| {
             if *gated {
@@ -787,12 +786,21 @@ impl Inner {
                 *gated = false;
             }
         };
+        if gated {
+            // Opens the gate after ANNOUNCE_GRACE however long the announces take (a refusal
+            // stops the Raft core first).
+            let core = self.core();
+            let mut shutdown = self.shutdown.subscribe();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(ANNOUNCE_GRACE) => {}
+                    _ = shutdown.changed() => return,
+                }
+                core.raft.runtime_config().elect(true);
+            });
+        }
         loop {
             let core = self.core();
-            if gated && started.elapsed() >= ANNOUNCE_GRACE {
-                info!("no leader took this member's announce yet: taking part in elections");
-                open_gate(&core, &mut gated);
-            }
             let log_end = core
                 .raft
                 .metrics()
