@@ -101,7 +101,7 @@ pub(crate) struct Inner {
     /// sets it when a member refuses one of this node's Raft RPCs for that reason.
     pub conflict: Arc<watch::Sender<Option<String>>>,
     /// Candidates refused as a second process with a member's id: (node id, incarnation).
-    duplicates: Mutex<std::collections::HashMap<(NodeId, u64), bool>>,
+    duplicates: Mutex<std::collections::HashSet<(NodeId, u64)>>,
 }
 
 /// A running ekka node: a Raft member with its gRPC server, status monitor and the cluster API.
@@ -600,29 +600,23 @@ impl Inner {
         if recorded == addr {
             return Ok(());
         }
-        let known = lock(&self.duplicates)
-            .get(&(candidate, incarnation))
-            .copied();
-        let dup = match known {
-            Some(d) => d,
-            None => {
-                let d = probe(&self.transport, &recorded).await.is_some_and(|h| {
-                    h.node_id == candidate
-                        && h.cluster_id == self.cluster_id()
-                        && h.incarnation != incarnation
-                });
-                // Only a refusal is remembered: a probe that found no one (or timed out on a
-                // loaded machine) is tried again at the next vote request.
-                if d {
-                    let mut m = lock(&self.duplicates);
-                    if m.len() >= 1024 {
-                        m.clear();
-                    }
-                    m.insert((candidate, incarnation), d);
+        let mut dup = lock(&self.duplicates).contains(&(candidate, incarnation));
+        if !dup {
+            dup = probe(&self.transport, &recorded).await.is_some_and(|h| {
+                h.node_id == candidate
+                    && h.cluster_id == self.cluster_id()
+                    && h.incarnation != incarnation
+            });
+            // Only a refusal is remembered: a probe that found no one (or timed out on a loaded
+            // machine) is tried again at the next vote request.
+            if dup {
+                let mut m = lock(&self.duplicates);
+                if m.len() >= 1024 {
+                    m.clear();
                 }
-                d
+                m.insert((candidate, incarnation));
             }
-        };
+        }
         if dup {
             warn!(id = %fmt_id(candidate), %recorded, %addr, "refusing a vote request: another process with this node id answers at its address");
             return Err(duplicate_node(candidate, &recorded));
