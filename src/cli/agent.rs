@@ -1,6 +1,7 @@
 //! `ekka agent`: runs one node until SIGINT/SIGTERM, or until a storage fault fails it (then it
-//! exits 1 with `error: storage: <data dir>: <cause>`). Either way it ends within
-//! `SHUTDOWN_LIMIT`.
+//! exits 1 with `error: storage: <data dir>: <cause>`), or until the cluster refuses it because
+//! another process runs with its node id (exit 2, `error: invalid_config: …`). Either way it ends
+//! within `SHUTDOWN_LIMIT`.
 
 use std::io::Write;
 use std::sync::Mutex;
@@ -30,17 +31,31 @@ pub async fn run(args: AgentArgs) -> Result<(), ApiError> {
         let _ = writeln!(out, "http on {bound}");
         let _ = out.flush();
     }
-    let fault = tokio::select! {
-        _ = signals.wait() => None,
-        f = node.wait_fault() => Some(f),
+    let stop = tokio::select! {
+        _ = signals.wait() => Stop::Signal,
+        f = node.wait_fault() => Stop::Fault(f),
+        c = node.wait_conflict() => Stop::Conflict(c),
     };
     // From here the process ends within SHUTDOWN_LIMIT, whatever the node does.
-    watchdog(fault.is_some());
+    watchdog(matches!(stop, Stop::Fault(_)));
     node.shutdown().await;
-    match fault.or_else(|| node.fault()) {
-        Some(f) => Err(ApiError::new(ErrorCode::Storage, f)),
-        None => Ok(()),
+    match stop {
+        Stop::Conflict(c) => Err(ApiError::new(ErrorCode::InvalidConfig, c)),
+        Stop::Fault(f) => Err(ApiError::new(ErrorCode::Storage, f)),
+        Stop::Signal => match node.fault() {
+            Some(f) => Err(ApiError::new(ErrorCode::Storage, f)),
+            None => Ok(()),
+        },
     }
+}
+
+/// Why the agent stops.
+enum Stop {
+    Signal,
+    /// A storage fault failed the node.
+    Fault(String),
+    /// The cluster refused this process: another one runs with its node id (exit 2).
+    Conflict(String),
 }
 
 /// How long the agent may take to stop after SIGTERM/SIGINT or a storage fault.

@@ -79,8 +79,12 @@ async fn round(
         let up_for_ms = crate::node::now_ms().saturating_sub(m.since_ms);
         let settled = up_for_ms > down_after.as_millis() as u64;
         match m.status {
-            Status::Up if silent_for > down_after && settled => {
-                info!(name = %m.name, id = %fmt_id(m.id), "member stopped answering: marking it down");
+            // Whatever the member was doing (up, joining, leaving): silent means down, so a joiner
+            // that died mid-join is neither counted as running nor kept forever.
+            Status::Up | Status::Joining | Status::Leaving
+                if silent_for > down_after && settled =>
+            {
+                info!(name = %m.name, id = %fmt_id(m.id), status = %m.status, "member stopped answering: marking it down");
                 cmds.push(Command::MarkDown { id: m.id });
             }
             Status::Down | Status::Joining if heard_recently => {

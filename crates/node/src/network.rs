@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use ekka_proto::pb::peer_client::PeerClient;
 use ekka_proto::pb::{RaftPayload, SnapshotChunk};
-use ekka_proto::{envelope, CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, PAYLOAD_VERSION};
+use ekka_proto::{
+    envelope, CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, PAYLOAD_VERSION, SENDER_HEADER,
+};
 use ekka_store::{LogStore, NodeId, SharedState, TypeConfig};
 use ekka_types::limits::{MAX_RPC_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
 use openraft::error::{
@@ -40,6 +42,7 @@ pub struct Outgoing {
     cookie: AsciiMetadataValue,
     cluster: AsciiMetadataValue,
     forwarded: bool,
+    sender: Option<AsciiMetadataValue>,
 }
 
 impl tonic::service::Interceptor for Outgoing {
@@ -49,6 +52,9 @@ impl tonic::service::Interceptor for Outgoing {
         md.insert(CLUSTER_HEADER, self.cluster.clone());
         if self.forwarded {
             md.insert(FORWARDED_HEADER, AsciiMetadataValue::from_static("1"));
+        }
+        if let Some(s) = &self.sender {
+            md.insert(SENDER_HEADER, s.clone());
         }
         Ok(req)
     }
@@ -66,6 +72,10 @@ pub struct Transport {
     removed: Arc<tokio::sync::watch::Sender<bool>>,
     /// When a refusal ("cluster mismatch") by each address was last logged.
     refused: Arc<Mutex<HashMap<String, Instant>>>,
+    /// This process on peer RPCs (`SENDER_HEADER`), once known.
+    sender: Arc<Mutex<Option<AsciiMetadataValue>>>,
+    /// Set when a member refused this process because another one runs with its node id.
+    pub conflict: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 /// How often the same peer's refusal of this node's cluster is logged.
@@ -82,7 +92,16 @@ impl Transport {
             last_ok: Arc::default(),
             removed: Arc::new(tokio::sync::watch::channel(false).0),
             refused: Arc::default(),
+            sender: Arc::default(),
+            conflict: Arc::new(tokio::sync::watch::channel(None).0),
         })
+    }
+
+    /// Names this process on every peer RPC from now on: its incarnation and address.
+    pub fn set_sender(&self, incarnation: u64, addr: &str) {
+        let v = AsciiMetadataValue::try_from(format!("{}@{addr}", ekka_types::fmt_id(incarnation)))
+            .ok();
+        *self.sender.lock().unwrap_or_else(|e| e.into_inner()) = v;
     }
 
     pub fn cluster_id(&self) -> u64 {
@@ -113,6 +132,11 @@ impl Transport {
             cookie: self.cookie.clone(),
             cluster,
             forwarded,
+            sender: self
+                .sender
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         })
     }
 
@@ -248,6 +272,20 @@ impl PeerConn {
             .is_some_and(|v| v.as_bytes() == b"node_not_in_cluster");
         if removed {
             self.transport.removed.send_replace(true);
+        }
+        let duplicate = st
+            .metadata()
+            .get(ekka_proto::ERROR_HEADER)
+            .is_some_and(|v| v.as_bytes() == b"invalid_config");
+        if duplicate {
+            let msg = st.message().to_string();
+            self.transport.conflict.send_if_modified(|c| {
+                let first = c.is_none();
+                if first {
+                    *c = Some(msg);
+                }
+                first
+            });
         }
         match st.code() {
             // Nothing answered, or the peer is not (yet) in our cluster: back off.

@@ -17,7 +17,7 @@ use openraft::error::{ChangeMembershipError, ClientWriteError, InitializeError, 
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use rand::Rng;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::NodeConfig;
 use crate::error::{from_reject, from_status, internal, outcome_unknown, unavailable};
@@ -60,8 +60,9 @@ pub(crate) struct Core {
 }
 
 enum Reset {
-    /// Wipe and wait to be replicated by `cluster_id`, keeping the node id.
-    Join { cluster_id: u64 },
+    /// Wipe and wait to be replicated by `intent.to_cluster`, keeping the node id. The intent is
+    /// recorded first, so a node stopped from here on resumes the join when it starts.
+    Join { intent: ekka_store::JoinIntent },
     /// Wipe and bootstrap a one-node cluster. `keep` keeps the node id and this cluster id.
     Fresh { keep: Option<u64> },
 }
@@ -92,6 +93,15 @@ pub(crate) struct Inner {
     pub batch_tx: tokio::sync::mpsc::UnboundedSender<crate::data::Pending>,
     /// When this node last took an AppendEntries from a leader (heartbeats included).
     pub leader_heard: Mutex<Option<std::time::Instant>>,
+    /// Random per process: tells this process from another one running with the same node id
+    /// (a copied data dir). Carried by `Hello` answers and announces.
+    pub incarnation: u64,
+    /// Set when another process runs as this node (the cluster refused this one): the node has
+    /// stopped its Raft core and the embedder should stop it. Shared with the transport, which
+    /// sets it when a member refuses one of this node's Raft RPCs for that reason.
+    pub conflict: Arc<watch::Sender<Option<String>>>,
+    /// Candidates refused as a second process with a member's id: (node id, incarnation).
+    duplicates: Mutex<std::collections::HashSet<(NodeId, u64)>>,
 }
 
 /// A running ekka node: a Raft member with its gRPC server, status monitor and the cluster API.
@@ -157,6 +167,88 @@ pub(crate) async fn build_core(
     }))
 }
 
+/// How long a member restarted on a new address stays out of elections while no leader answers
+/// its announce.
+const ANNOUNCE_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a probe of a member's recorded address waits for its `Hello` answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The address `core`'s committed state (or, before the state has it, its Raft configuration)
+/// records for member `id`.
+fn recorded_addr(core: &Core, id: NodeId) -> Option<String> {
+    let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(m) = st.members.get(&id) {
+        return Some(m.addr.clone());
+    }
+    drop(st);
+    let m = core.raft.metrics().borrow().membership_config.clone();
+    m.membership().get_node(&id).map(|n| n.addr.clone())
+}
+
+/// Who answers `Hello` at `addr` within `PROBE_TIMEOUT`; `None` when nothing does.
+async fn probe(transport: &Transport, addr: &str) -> Option<pb::HelloReply> {
+    let mut p = transport.peer(addr, false).ok()?;
+    match tokio::time::timeout(PROBE_TIMEOUT, p.hello(pb::HelloRequest {})).await {
+        Ok(Ok(r)) => Some(r.into_inner()),
+        _ => None,
+    }
+}
+
+/// The error of a process refused because another one runs with its node id at `addr`.
+fn duplicate_node(id: NodeId, addr: &str) -> ApiError {
+    cfg_err(format!(
+        "node {} already runs at {addr}: another process has this node id (a copy of its data \
+         dir?); two processes cannot be one member. Stop one, or start this one on an empty \
+         data dir to join as a new member",
+        fmt_id(id)
+    ))
+}
+
+/// At start, before this process takes part in Raft: when its cluster records it at another
+/// address than its own and a process with its node id answers there, it is a copy of a running
+/// member and is refused.
+async fn check_identity(
+    core: &Core,
+    addr: &str,
+    incarnation: u64,
+    transport: &Transport,
+) -> Result<(), ApiError> {
+    let n_members = core
+        .state
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .members
+        .len();
+    let n_nodes = core
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .nodes()
+        .count();
+    if n_members.max(n_nodes) <= 1 {
+        return Ok(());
+    }
+    let Some(recorded) = recorded_addr(core, core.node_id) else {
+        return Ok(());
+    };
+    if recorded == addr {
+        return Ok(());
+    }
+    match probe(transport, &recorded).await {
+        Some(h)
+            if h.node_id == core.node_id
+                && h.cluster_id == transport.cluster_id()
+                && h.incarnation != incarnation =>
+        {
+            Err(duplicate_node(core.node_id, &recorded))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Node {
     /// Opens the data dir, binds the gRPC server and starts the node. A node with an empty data
     /// dir becomes a one-node cluster; a node that was in a cluster rejoins it (announcing its
@@ -177,7 +269,16 @@ impl Node {
         let cluster_id = Arc::new(AtomicU64::new(data.cluster_id()));
         let transport = Transport::new(&cfg.cookie, cluster_id.clone()).map_err(cfg_err)?;
         let core = build_core(&data, data.node_id(), &transport, &raft_config).await?;
+        // No campaign before this process knows it is the only one with this node id.
+        core.raft.runtime_config().elect(false);
+        let incarnation = random_id();
+        transport.set_sender(incarnation, &addr);
+        if let Err(e) = check_identity(&core, &addr, incarnation, &transport).await {
+            let _ = tokio::time::timeout(SHUTDOWN_RAFT_LIMIT, core.raft.shutdown()).await;
+            return Err(e);
+        }
         let (shutdown, _) = watch::channel(false);
+        let transport_conflict = transport.conflict.clone();
         let (batch_tx, batch_rx) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             cfg,
@@ -199,9 +300,13 @@ impl Node {
             local_locks: Default::default(),
             batch_tx,
             leader_heard: Mutex::new(None),
+            incarnation,
+            conflict: transport_conflict,
+            duplicates: Mutex::default(),
         });
         crate::server::spawn(inner.clone(), listener);
         tokio::spawn(crate::fault::watch(inner.clone()));
+        tokio::spawn(inner.clone().stop_on_conflict());
         inner.after_start().await?;
         tokio::spawn(crate::monitor::run(inner.clone()));
         tokio::spawn(crate::data::lock_ticker(inner.clone()));
@@ -295,6 +400,18 @@ impl Node {
         match fault {
             Ok(f) => f.unwrap_or_default(),
             // The sender lives in the node, which `self` keeps alive.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Returns once the cluster refused this node because another process runs with its node id
+    /// (its data dir is a copy of a running member's), with the reason. The node has stopped
+    /// taking part in Raft by then; shut it down.
+    pub async fn wait_conflict(&self) -> String {
+        let mut rx = self.inner.conflict.subscribe();
+        let c = rx.wait_for(Option::is_some).await.map(|c| c.clone());
+        match c {
+            Ok(c) => c.unwrap_or_default(),
             Err(_) => std::future::pending().await,
         }
     }
@@ -409,7 +526,26 @@ impl Inner {
     async fn after_start(self: &Arc<Self>) -> Result<(), ApiError> {
         let core = self.core();
         let initialized = core.raft.is_initialized().await.map_err(internal)?;
+        if let Some(j) = self.data.join_intent().map_err(internal)? {
+            if self.cluster_id() == j.to_cluster && !self.is_member(&core) {
+                // Stopped in the middle of a join, after the wipe: the cluster may have added
+                // this node or not. Ask again (an add of a member is answered as done).
+                info!(target = %j.target, cluster = %fmt_id(j.to_cluster), "resuming a join that was interrupted");
+                core.raft.runtime_config().elect(true);
+                self.joining.store(true, Ordering::SeqCst);
+                tokio::spawn(self.clone().resume_join(j));
+                return Ok(());
+            }
+            // Either the wipe never happened (still the old cluster) or the join completed.
+            self.data.set_join_intent(None).map_err(internal)?;
+            if !initialized && self.cluster_id() != j.to_cluster {
+                // Wiped, but the cluster was never asked: a one-node cluster again.
+                core.raft.runtime_config().elect(true);
+                return self.bootstrap(&core, Some(j.from_cluster)).await;
+            }
+        }
         if !initialized && self.cluster_id() == 0 {
+            core.raft.runtime_config().elect(true);
             return self.bootstrap(&core, None).await;
         }
         if initialized {
@@ -419,15 +555,184 @@ impl Inner {
                 .unwrap_or_else(|e| e.into_inner())
                 .members
                 .len();
-            if n_members == 0 {
+            let only_self = {
+                let m = core.raft.metrics().borrow().membership_config.clone();
+                let ids: Vec<NodeId> = m.membership().nodes().map(|(id, _)| *id).collect();
+                ids == [core.node_id]
+            };
+            if n_members == 0 && only_self {
                 // Crashed between initialize and the Bootstrap entry: finish it.
+                core.raft.runtime_config().elect(true);
                 return self.bootstrap(&core, Some(self.cluster_id())).await;
             }
             if n_members > 1 {
-                tokio::spawn(self.clone().announce_loop());
+                let moved = recorded_addr(&core, core.node_id).is_some_and(|a| a != self.addr);
+                if !moved {
+                    core.raft.runtime_config().elect(true);
+                }
+                // On a new address, this node campaigns only once the cluster took its
+                // announce (another process may run with its id at the old one), or after
+                // `ANNOUNCE_GRACE` without an answer (no leader to ask).
+                tokio::spawn(self.clone().announce_loop(moved));
+                return Ok(());
             }
         }
+        core.raft.runtime_config().elect(true);
         Ok(())
+    }
+
+    /// Once a member refused this process because another one runs with its node id: stops
+    /// taking part in Raft (the embedder is told through `Node::wait_conflict`).
+    async fn stop_on_conflict(self: Arc<Self>) {
+        let mut rx = self.conflict.subscribe();
+        let mut shutdown = self.shutdown.subscribe();
+        let msg = tokio::select! {
+            r = rx.wait_for(Option::is_some) => match r {
+                Ok(m) => m.clone().unwrap_or_default(),
+                Err(_) => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        error!(%msg, "refused by the cluster: another process runs with this node id; stopping");
+        let core = self.core();
+        let _ = tokio::time::timeout(SHUTDOWN_RAFT_LIMIT, core.raft.shutdown()).await;
+    }
+
+    /// A vote request from `candidate`, sent by process `incarnation` at `addr`: refused when
+    /// that is not the process the cluster knows as `candidate` (this very node, or another
+    /// process with that id answering at the recorded address). A refused process is
+    /// remembered, so it is probed for once.
+    pub(crate) async fn check_candidate(
+        &self,
+        core: &Core,
+        candidate: NodeId,
+        incarnation: u64,
+        addr: &str,
+    ) -> Result<(), ApiError> {
+        if candidate == core.node_id {
+            if incarnation != self.incarnation {
+                return Err(duplicate_node(candidate, &self.addr));
+            }
+            return Ok(());
+        }
+        let Some(recorded) = recorded_addr(core, candidate) else {
+            return Ok(());
+        };
+        if recorded == addr {
+            return Ok(());
+        }
+        let mut dup = lock(&self.duplicates).contains(&(candidate, incarnation));
+        if !dup {
+            dup = probe(&self.transport, &recorded).await.is_some_and(|h| {
+                h.node_id == candidate
+                    && h.cluster_id == self.cluster_id()
+                    && h.incarnation != incarnation
+            });
+            // Only a refusal is remembered: a probe that found no one (or timed out on a loaded
+            // machine) is tried again at the next vote request.
+            if dup {
+                let mut m = lock(&self.duplicates);
+                if m.len() >= 1024 {
+                    m.clear();
+                }
+                m.insert((candidate, incarnation));
+            }
+        }
+        if dup {
+            warn!(id = %fmt_id(candidate), %recorded, %addr, "refusing a vote request: another process with this node id answers at its address");
+            return Err(duplicate_node(candidate, &recorded));
+        }
+        Ok(())
+    }
+
+    /// Whether `core`'s state has this node as a member of its cluster.
+    fn is_member(&self, core: &Core) -> bool {
+        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        st.cluster_id == self.cluster_id() && st.members.contains_key(&core.node_id)
+    }
+
+    /// Finishes a join interrupted by a stop after this node wiped itself: asks `j.target` to add
+    /// it again until that is done (or until the node is a member anyway, the cluster having
+    /// added it before the stop), then waits to be up. If the cluster refuses it for good, or
+    /// `j.target` belongs to another cluster now, it becomes its one-node cluster again.
+    async fn resume_join(self: Arc<Self>, j: ekka_store::JoinIntent) {
+        let mut shutdown = self.shutdown.subscribe();
+        let mut delay = Duration::from_millis(50);
+        let outcome: Result<(), ApiError> = loop {
+            let core = self.core();
+            if self.is_member(&core) {
+                break Ok(());
+            }
+            let r = match self.hello_at(&j.target).await {
+                Ok(h) if h.cluster_id != j.to_cluster => Err(ApiError::new(
+                    ErrorCode::NodeNotInCluster,
+                    format!(
+                        "{} is in cluster {} now, not {}",
+                        j.target,
+                        fmt_id(h.cluster_id),
+                        fmt_id(j.to_cluster)
+                    ),
+                )),
+                Ok(_) => {
+                    let req = pb::AddMemberRequest {
+                        node_id: core.node_id,
+                        name: self.cfg.name.clone(),
+                        addr: self.addr.clone(),
+                        from_cluster_id: j.from_cluster,
+                        dry_run: false,
+                    };
+                    self.add_at(&j.target, req).await.map(|_| ())
+                }
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => break Ok(()),
+                Err(e) if retryable(&e) || e.code == ErrorCode::NodeDown => {
+                    info!(error = %e, "resuming the join: trying again");
+                }
+                Err(e) => break Err(e),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
+        };
+        match outcome {
+            Ok(()) => {
+                let mut rx = self.core().applied.clone();
+                loop {
+                    if self.is_member(&self.core()) {
+                        break;
+                    }
+                    tokio::select! {
+                        r = rx.changed() => if r.is_err() { return },
+                        _ = shutdown.changed() => return,
+                    }
+                }
+                self.joining.store(false, Ordering::SeqCst);
+                if let Err(e) = self.data.set_join_intent(None) {
+                    warn!(error = %e, "clearing the finished join");
+                }
+                self.run_reboot();
+                info!(cluster = %fmt_id(j.to_cluster), "joined (resumed)");
+            }
+            Err(e) => {
+                warn!(error = %e, "the interrupted join cannot be finished: back to a one-node cluster");
+                self.joining.store(false, Ordering::SeqCst);
+                if let Err(e) = self
+                    .reset_and_reboot(
+                        Action::Heal,
+                        Reset::Fresh {
+                            keep: Some(j.from_cluster),
+                        },
+                    )
+                    .await
+                {
+                    warn!(error = %e, "reset after a failed join");
+                }
+            }
+        }
     }
 
     /// Makes `core` a one-node cluster and commits its Bootstrap entry.
@@ -449,6 +754,16 @@ impl Inner {
         core.raft
             .wait(Some(self.cfg.op_timeout))
             .state(ServerState::Leader, "bootstrap leader")
+            .await
+            .map_err(|e| unavailable(format!("bootstrap: {e}")))?;
+        // A restart may find the Bootstrap entry in the log but not applied (the committed
+        // index is not flushed with every write): apply the whole log before looking.
+        core.raft
+            .wait(Some(self.cfg.op_timeout))
+            .metrics(
+                |m| m.last_applied.map(|l| l.index) >= m.last_log_index,
+                "bootstrap leader applied its log",
+            )
             .await
             .map_err(|e| unavailable(format!("bootstrap: {e}")))?;
         let bootstrapped = core
@@ -474,9 +789,31 @@ impl Inner {
         Ok(())
     }
 
-    /// Tells the cluster this member runs at `self.addr`, until one leader accepts it.
-    async fn announce_loop(self: Arc<Self>) {
+    /// Tells the cluster this member runs at `self.addr`, until one leader accepts it. With
+    /// `gated`, elections stay off until then (or `ANNOUNCE_GRACE`). A refusal because another
+    /// process runs with this node id stops this node's Raft core and raises `conflict`.
+    async fn announce_loop(self: Arc<Self>, gated: bool) {
         let mut shutdown = self.shutdown.subscribe();
+        let mut gated = gated;
+        let open_gate = |core: &Core, gated: &mut bool| {
+            if *gated {
+                core.raft.runtime_config().elect(true);
+                *gated = false;
+            }
+        };
+        if gated {
+            // Opens the gate after ANNOUNCE_GRACE however long the announces take (a refusal
+            // stops the Raft core first).
+            let core = self.core();
+            let mut shutdown = self.shutdown.subscribe();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(ANNOUNCE_GRACE) => {}
+                    _ = shutdown.changed() => return,
+                }
+                core.raft.runtime_config().elect(true);
+            });
+        }
         // The Raft instance whose membership this loop announces. Once the node resets (a join,
         // e.g. of a cluster recovered from this one, a leave or a removal) the announcement is
         // moot, and an answer to it says nothing about the node's new cluster.
@@ -486,9 +823,17 @@ impl Inner {
                 return;
             }
             let core = mine.clone();
+            let log_end = core
+                .raft
+                .metrics()
+                .borrow()
+                .last_log_index
+                .map_or(0, |i| i + 1);
             let req = pb::AnnounceRequest {
                 node_id: core.node_id,
                 addr: self.addr.clone(),
+                incarnation: self.incarnation,
+                log_end,
             };
             let peers = self.peer_addrs(&core);
             for addr in peers {
@@ -498,9 +843,11 @@ impl Inner {
                 match tokio::time::timeout(Duration::from_secs(2), p.announce(req.clone())).await {
                     Ok(Ok(_)) => {
                         info!(%addr, "announced this member's address");
+                        open_gate(&core, &mut gated);
                         return;
                     }
                     Ok(Err(st)) if from_status(&st).code == ErrorCode::NodeNotInCluster => {
+                        open_gate(&core, &mut gated);
                         if Arc::ptr_eq(&self.core(), &mine) && !self.joining.load(Ordering::SeqCst)
                         {
                             warn!(
@@ -516,6 +863,11 @@ impl Inner {
                                 Err(e) => warn!(error = %e, "reset after removal failed"),
                             }
                         }
+                        return;
+                    }
+                    Ok(Err(st)) if from_status(&st).code == ErrorCode::InvalidConfig => {
+                        // `stop_on_conflict` stops the Raft core.
+                        self.conflict.send_replace(Some(from_status(&st).message));
                         return;
                     }
                     // Another cluster (e.g. one recovered from ours) answers there: say so, keep
@@ -825,7 +1177,13 @@ impl Inner {
         self.via_leader(
             forwarded,
             !req.dry_run,
-            |core| async move { me.leader_add_member(core, r2).await },
+            // In a task of its own: a joiner that goes away mid-request must not cut the change
+            // off half-way (record added, Raft learner not).
+            |core| async move {
+                tokio::spawn(async move { me.leader_add_member(core, r2).await })
+                    .await
+                    .map_err(internal)?
+            },
             |mut p| {
                 let req = req.clone();
                 async move { p.add_member(req).await }
@@ -1012,6 +1370,7 @@ impl Inner {
                         format!("{} is not a member", fmt_id(r2.node_id)),
                     ));
                 }
+                me.check_announcer(&core, &r2).await?;
                 // An announce is an answer: the monitor must not mark it down meanwhile.
                 me.transport.record_ok(r2.node_id);
                 let resp = me
@@ -1033,6 +1392,63 @@ impl Inner {
             },
         )
         .await
+    }
+
+    /// Refuses an announce from a process that is not the one the cluster knows as that member:
+    /// this leader itself (same id, another incarnation), or, for an address change, a process
+    /// with that id still answering at the recorded address.
+    async fn check_announcer(
+        &self,
+        core: &Core,
+        req: &pb::AnnounceRequest,
+    ) -> Result<(), ApiError> {
+        if req.node_id == core.node_id {
+            if req.incarnation != self.incarnation {
+                return Err(duplicate_node(req.node_id, &self.addr));
+            }
+            return Ok(());
+        }
+        let Some(recorded) = recorded_addr(core, req.node_id) else {
+            return Ok(());
+        };
+        if recorded == req.addr {
+            return Ok(());
+        }
+        // A member acknowledges only entries it has made durable, so a process whose log ends
+        // below what this leader saw the member acknowledge is an older copy of its data dir (a
+        // follower's log may not go back: openraft's leader would stop on it).
+        let matched = core
+            .raft
+            .metrics()
+            .borrow()
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&req.node_id).cloned())
+            .flatten()
+            .map(|l| l.index);
+        if let Some(m) = matched.filter(|_| req.incarnation != 0) {
+            if req.log_end <= m {
+                warn!(id = %fmt_id(req.node_id), %recorded, new = %req.addr, log_end = req.log_end, matched = m, "refusing an announce: the process's log ends below what the member acknowledged");
+                return Err(cfg_err(format!(
+                    "node {} acknowledged log entries up to {m}, but this process's log ends \
+                     at {}: its data dir is an older copy of that member's. Start it on an \
+                     empty data dir to join as a new member",
+                    fmt_id(req.node_id),
+                    req.log_end
+                )));
+            }
+        }
+        match probe(&self.transport, &recorded).await {
+            Some(h)
+                if h.node_id == req.node_id
+                    && h.cluster_id == self.cluster_id()
+                    && h.incarnation != req.incarnation =>
+            {
+                warn!(id = %fmt_id(req.node_id), %recorded, new = %req.addr, "refusing an announce: another process with this node id answers at its address");
+                Err(duplicate_node(req.node_id, &recorded))
+            }
+            _ => Ok(()),
+        }
     }
 
     pub(crate) async fn remove_member(
@@ -1134,6 +1550,7 @@ impl Inner {
             singleton: self.cfg.singleton,
             joining: self.joining.load(Ordering::SeqCst),
             recovered_from: self.data.recovered_from(),
+            incarnation: self.incarnation,
         }
     }
 
@@ -1335,19 +1752,42 @@ impl Inner {
         self.run_prepare(if heal { Action::Heal } else { Action::Join });
         info!(%addr, cluster = %fmt_id(check.cluster_id), "joining: dropping this node's one-node cluster");
         self.reset(Reset::Join {
-            cluster_id: check.cluster_id,
+            intent: ekka_store::JoinIntent {
+                target: addr.to_string(),
+                from_cluster: my_cluster,
+                to_cluster: check.cluster_id,
+            },
         })
         .await?;
         req.dry_run = false;
         let deadline = Instant::now() + self.cfg.op_timeout;
+        let mut unknown = false;
         let added = loop {
             match self.add_at(addr, req.clone()).await {
                 Err(e) if retryable(&e) && Instant::now() < deadline => {
+                    unknown |= e.code == ErrorCode::OutcomeUnknown;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 other => break other,
             }
         };
+        match &added {
+            // The cluster may have added this node: restoring the one-node cluster would leave
+            // a member that never comes. Finish the join in the background, as after a restart.
+            Err(ref e) if unknown || e.code == ErrorCode::OutcomeUnknown => {
+                let intent = self.data.join_intent().map_err(internal)?;
+                if let Some(j) = intent {
+                    warn!(error = %e, "the join's outcome is unknown; finishing it in the background");
+                    tokio::spawn(self.clone().resume_join(j));
+                    return Err(outcome_unknown(format!(
+                        "the cluster at {addr} may have added this node ({}); the join goes on \
+                         in the background",
+                        e.message
+                    )));
+                }
+            }
+            _ => {}
+        }
         if let Err(e) = added {
             warn!(error = %e, "join failed after the check; restoring the one-node cluster");
             self.reset(Reset::Fresh {
@@ -1357,6 +1797,7 @@ impl Inner {
             return Err(e);
         }
         self.wait_self_up(deadline).await?;
+        self.data.set_join_intent(None).map_err(internal)?;
         self.run_reboot();
         info!(cluster = %fmt_id(check.cluster_id), "joined");
         Ok(JoinOutcome::Joined {
@@ -1549,7 +1990,9 @@ impl Inner {
         }
         old.raft.shutdown().await.map_err(internal)?;
         let (node_id, fresh, keep) = match how {
-            Reset::Join { cluster_id } => {
+            Reset::Join { intent } => {
+                let cluster_id = intent.to_cluster;
+                self.data.set_join_intent(Some(&intent)).map_err(internal)?;
                 self.data.reset().map_err(internal)?;
                 self.data.set_node_id(old.node_id).map_err(internal)?;
                 self.data.set_cluster_id(cluster_id).map_err(internal)?;
@@ -1557,11 +2000,13 @@ impl Inner {
                 (old.node_id, false, None)
             }
             Reset::Fresh { keep: Some(c) } => {
+                self.data.set_join_intent(None).map_err(internal)?;
                 self.data.reset().map_err(internal)?;
                 self.data.set_node_id(old.node_id).map_err(internal)?;
                 (old.node_id, true, Some(c))
             }
             Reset::Fresh { keep: None } => {
+                self.data.set_join_intent(None).map_err(internal)?;
                 let id = self.data.reset().map_err(internal)?;
                 (id, true, None)
             }

@@ -98,6 +98,17 @@ fn forwarded<T>(req: &Request<T>) -> bool {
     req.metadata().get(FORWARDED_HEADER).is_some()
 }
 
+/// The sending process of a peer RPC (`SENDER_HEADER`): its incarnation and address.
+fn sender<T>(req: &Request<T>) -> Option<(u64, String)> {
+    let v = req
+        .metadata()
+        .get(ekka_proto::SENDER_HEADER)?
+        .to_str()
+        .ok()?;
+    let (inc, addr) = v.split_once('@')?;
+    Some((parse_id(inc)?, addr.to_string()))
+}
+
 struct PeerSvc {
     inner: Arc<Inner>,
     /// When a refusal of each foreign cluster id was last logged (a refused leader retries
@@ -221,10 +232,18 @@ impl Peer for PeerSvc {
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.check_cluster(&req)?;
+        let sender = sender(&req);
         let p = req.into_inner();
         let rpc: VoteRequest<NodeId> = decode(p.version, &p.data)?;
         let core = self.inner.core();
         let candidate = rpc.vote.leader_id().voted_for().unwrap_or_default();
+        if let Some((incarnation, addr)) = sender {
+            // A copy of a member's data dir must not campaign as that member.
+            self.inner
+                .check_candidate(&core, candidate, incarnation, &addr)
+                .await
+                .map_err(to_status)?;
+        }
         let removed = core
             .state
             .read()

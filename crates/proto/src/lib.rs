@@ -21,6 +21,8 @@ pub const ERROR_HEADER: &str = "x-ekka-error";
 pub const LEADER_HEADER: &str = "x-ekka-leader";
 /// gRPC metadata key set on a request that was already forwarded once.
 pub const FORWARDED_HEADER: &str = "x-ekka-forwarded";
+/// gRPC metadata key naming the sending process on peer RPCs: `<incarnation hex>@<its address>`.
+pub const SENDER_HEADER: &str = "x-ekka-sender";
 
 /// The cookie used when none is configured; agents started with it log a warning.
 pub const DEFAULT_COOKIE: &str = "ekka-default-cookie";

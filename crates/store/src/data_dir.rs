@@ -66,6 +66,42 @@ const K_CLUSTER_ID: &[u8] = b"cluster_id";
 const K_RECOVERED_FROM: &[u8] = b"recovered_from";
 /// Present (holding the new node id) while a reset is under way.
 const K_RESETTING: &[u8] = b"resetting";
+/// Present while this node joins another cluster (a [`JoinIntent`]).
+const K_JOINING: &[u8] = b"joining";
+
+/// A join under way, recorded before the node wipes its one-node cluster to join another and
+/// cleared once the node is a member (or gave up): a node restarted in between knows where it
+/// was going and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinIntent {
+    /// The address the join was sent to.
+    pub target: String,
+    /// The cluster the node leaves (its one-node cluster).
+    pub from_cluster: u64,
+    /// The cluster it joins.
+    pub to_cluster: u64,
+}
+
+impl JoinIntent {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(16 + self.target.len());
+        v.extend_from_slice(&self.from_cluster.to_be_bytes());
+        v.extend_from_slice(&self.to_cluster.to_be_bytes());
+        v.extend_from_slice(self.target.as_bytes());
+        v
+    }
+
+    fn decode(b: &[u8]) -> Option<JoinIntent> {
+        let from_cluster = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+        let to_cluster = u64::from_be_bytes(b.get(8..16)?.try_into().ok()?);
+        let target = std::str::from_utf8(b.get(16..)?).ok()?.to_string();
+        Some(JoinIntent {
+            target,
+            from_cluster,
+            to_cluster,
+        })
+    }
+}
 
 /// What the marker file says.
 enum Marker {
@@ -330,6 +366,26 @@ impl DataDir {
         self.cluster_id.store(cluster_id, Ordering::SeqCst);
         self.recovered_from.store(from, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// The join under way, if any (see [`JoinIntent`]).
+    pub fn join_intent(&self) -> Result<Option<JoinIntent>, StoreError> {
+        match self.meta().get(K_JOINING).map_err(|e| self.db_err(e))? {
+            None => Ok(None),
+            Some(v) => JoinIntent::decode(&v)
+                .map(Some)
+                .ok_or_else(|| self.corrupt("the recorded join is not readable")),
+        }
+    }
+
+    /// Records (or, with `None`, clears) the join under way. Durable when it returns.
+    pub fn set_join_intent(&self, intent: Option<&JoinIntent>) -> Result<(), StoreError> {
+        match intent {
+            Some(j) => self.meta().insert(K_JOINING, j.encode()).map(|_| ()),
+            None => self.meta().remove(K_JOINING).map(|_| ()),
+        }
+        .map_err(|e| self.db_err(e))?;
+        self.flush()
     }
 
     /// New openraft store handles over this dir's db. Call again after a [`DataDir::reset`]; the
@@ -681,6 +737,36 @@ mod tests {
             std::fs::read_to_string(p.join(MARKER)).unwrap(),
             MARKER_READY
         );
+    }
+
+    #[test]
+    fn a_join_intent_survives_a_reset_and_a_reopen_until_cleared() {
+        let td = tempfile::tempdir().unwrap();
+        let p = td.path().join("d");
+        let dir = DataDir::open(&p).unwrap();
+        assert_eq!(dir.join_intent().unwrap(), None);
+        let j = JoinIntent {
+            target: "127.0.0.1:4370".into(),
+            from_cluster: 7,
+            to_cluster: u64::MAX,
+        };
+        dir.set_join_intent(Some(&j)).unwrap();
+        dir.reset().unwrap();
+        drop(dir);
+        let dir = DataDir::open(&p).unwrap();
+        assert_eq!(dir.join_intent().unwrap(), Some(j));
+        dir.set_join_intent(None).unwrap();
+        drop(dir);
+        assert_eq!(DataDir::open(&p).unwrap().join_intent().unwrap(), None);
+        // Bytes that are no intent are an error, not a guess.
+        assert_eq!(JoinIntent::decode(b"short"), None);
+        assert_eq!(
+            JoinIntent::decode(&[0; 16]).map(|j| j.target),
+            Some(String::new())
+        );
+        let mut bad = vec![0; 16];
+        bad.push(0xff);
+        assert_eq!(JoinIntent::decode(&bad), None);
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod watermark;
 
 use std::io::Cursor;
 
-pub use data_dir::DataDir;
+pub use data_dir::{DataDir, JoinIntent};
 pub use error::StoreError;
 pub use log_store::LogStore;
 pub use state_machine::{SharedState, StateMachineStore};
