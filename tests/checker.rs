@@ -564,15 +564,11 @@ impl Nemesis {
         let names = self.names();
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            let all = self.c.agents.iter().all(|a| {
-                a.try_status().is_some_and(|s| {
-                    running(&s) == names
-                        && s["leader"].is_string()
-                        && s["members"]
-                            .as_array()
-                            .is_some_and(|m| m.iter().all(|m| m["status"] == "up"))
-                })
-            });
+            let all = self
+                .c
+                .agents
+                .iter()
+                .all(|a| a.try_status().is_some_and(|s| formed(&s, &names)));
             if all {
                 return true;
             }

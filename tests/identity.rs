@@ -16,20 +16,6 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(40);
 
-/// Copies a data dir (the agent must be stopped: a clean copy, as an operator's `cp -a` would be).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), &dst).unwrap();
-        }
-    }
-}
-
 /// Starts `ekka agent` on `data_dir` (name `name`, a fresh port) without waiting for anything.
 fn spawn_agent(name: &str, data_dir: &Path, log: &Path) -> std::process::Child {
     let log = std::fs::File::create(log).unwrap();

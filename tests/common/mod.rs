@@ -413,20 +413,37 @@ pub fn free_port_on(ips: &[&str]) -> u16 {
     panic!("no port free on all of {ips:?}");
 }
 
+/// Whether `status` shows exactly `names` running, a leader, and every member up.
+pub fn formed<S: AsRef<str>>(status: &Value, names: &[S]) -> bool {
+    let running = running(status);
+    running.len() == names.len()
+        && running.iter().zip(names).all(|(r, n)| r == n.as_ref())
+        && status["leader"].is_string()
+        && status["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().all(|m| m["status"] == "up"))
+}
+
+/// Copies a data dir, recursively (the agent must be stopped, as for an operator's `cp -a`).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst).unwrap();
+        }
+    }
+}
+
 /// Waits until `a` reports exactly `names` running, with one leader.
 pub fn wait_formed(a: &Agent, names: &[&str], limit: Duration) {
     wait_until(
         limit,
         &format!("{names:?} formed as seen by {}", a.name),
-        || {
-            a.try_status().is_some_and(|s| {
-                running(&s) == names
-                    && s["leader"].is_string()
-                    && s["members"]
-                        .as_array()
-                        .is_some_and(|m| m.iter().all(|m| m["status"] == "up"))
-            })
-        },
+        || a.try_status().is_some_and(|s| formed(&s, names)),
     );
 }
 

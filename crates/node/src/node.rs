@@ -59,6 +59,17 @@ pub(crate) struct Core {
     pub log: ekka_store::LogStore,
 }
 
+impl Core {
+    /// How many members this instance's state machine records.
+    fn n_members(&self) -> usize {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .members
+            .len()
+    }
+}
+
 enum Reset {
     /// Wipe and wait to be replicated by `intent.to_cluster`, keeping the node id. The intent is
     /// recorded first, so a node stopped from here on resumes the join when it starts.
@@ -214,12 +225,7 @@ async fn check_identity(
     incarnation: u64,
     transport: &Transport,
 ) -> Result<(), ApiError> {
-    let n_members = core
-        .state
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .members
-        .len();
+    let n_members = core.n_members();
     let n_nodes = core
         .raft
         .metrics()
@@ -549,12 +555,7 @@ impl Inner {
             return self.bootstrap(&core, None).await;
         }
         if initialized {
-            let n_members = core
-                .state
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .members
-                .len();
+            let n_members = core.n_members();
             let only_self = {
                 let m = core.raft.metrics().borrow().membership_config.clone();
                 let ids: Vec<NodeId> = m.membership().nodes().map(|(id, _)| *id).collect();
