@@ -257,13 +257,15 @@ impl Inner {
                     };
                     let me = self.clone();
                     let give_up = std::time::Instant::now() + Duration::from_millis(ttl_ms);
-                    tokio::spawn(async move {
+                    let tracker = me.clone();
+                    tracker.spawn(async move {
                         // Until it commits, or the lease would have ended anyway.
                         while me
                             .propose_data(Command::Lock(undo.clone()), false)
                             .await
                             .is_err()
                             && std::time::Instant::now() < give_up
+                            && !*me.shutdown.borrow()
                         {
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
@@ -396,7 +398,8 @@ impl Drop for LeaveLine {
             std::mem::take(&mut self.owner),
             self.queued_at,
         );
-        tokio::spawn(async move {
+        let tracker = inner.clone();
+        tracker.spawn(async move {
             let op = LockOp::Abandon {
                 resource,
                 owner,
@@ -472,7 +475,7 @@ pub(crate) async fn batcher(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<P
             batch.push(p);
         }
         let me = inner.clone();
-        tokio::spawn(async move {
+        inner.spawn(async move {
             let _permit = permit;
             let (cmds, txs): (Vec<DataCommand>, Vec<_>) =
                 batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
@@ -805,7 +808,8 @@ impl Node {
         let node = self.clone();
         let res = resource.to_string();
         let lost2 = lost.clone();
-        tokio::spawn(async move {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        self.inner.spawn(async move {
             let period = (ttl / 3).max(Duration::from_millis(10));
             loop {
                 tokio::select! {
@@ -815,6 +819,8 @@ impl Node {
                         }
                         return;
                     }
+                    // The node stops: the lease runs out on its own.
+                    _ = shutdown.changed() => return,
                     _ = tokio::time::sleep(period) => {}
                 }
                 match node.lock_renew(&res, grant.token, None).await {

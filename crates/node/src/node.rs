@@ -96,6 +96,8 @@ pub(crate) struct Inner {
     prepare: Mutex<Vec<PrepareFn>>,
     reboot: Mutex<Vec<RebootFn>>,
     pub shutdown: watch::Sender<bool>,
+    /// Every task the node starts, so that `Node::shutdown` waits for them to end.
+    tasks: tokio_util::task::TaskTracker,
     /// The storage fault that failed this node (`<data dir>: <cause>`), once there is one.
     pub fault: watch::Sender<Option<String>>,
     /// ekka's `local` lock scope.
@@ -302,6 +304,7 @@ impl Node {
             prepare: Mutex::default(),
             reboot: Mutex::default(),
             shutdown,
+            tasks: tokio_util::task::TaskTracker::new(),
             fault: watch::channel(None).0,
             local_locks: Default::default(),
             batch_tx,
@@ -311,17 +314,17 @@ impl Node {
             duplicates: Mutex::default(),
         });
         crate::server::spawn(inner.clone(), listener);
-        tokio::spawn(crate::fault::watch(inner.clone()));
-        tokio::spawn(inner.clone().stop_on_conflict());
+        inner.spawn(crate::fault::watch(inner.clone()));
+        inner.spawn(inner.clone().stop_on_conflict());
         inner.after_start().await?;
-        tokio::spawn(crate::monitor::run(inner.clone()));
-        tokio::spawn(crate::data::lock_ticker(inner.clone()));
-        tokio::spawn(crate::data::batcher(inner.clone(), batch_rx));
-        tokio::spawn(inner.clone().reset_when_removed());
-        tokio::spawn(crate::compaction::run(inner.clone()));
+        inner.spawn(crate::monitor::run(inner.clone()));
+        inner.spawn(crate::data::lock_ticker(inner.clone()));
+        inner.spawn(crate::data::batcher(inner.clone(), batch_rx));
+        inner.spawn(inner.clone().reset_when_removed());
+        inner.spawn(crate::compaction::run(inner.clone()));
         if let Some(d) = inner.cfg.discovery.clone() {
             d.0.bind(&inner.addr);
-            tokio::spawn(crate::autocluster::run(inner.clone(), d.0));
+            inner.spawn(crate::autocluster::run(inner.clone(), d.0));
         }
         Ok(Node { inner })
     }
@@ -432,6 +435,23 @@ impl Node {
             Ok(Err(e)) => warn!(error = %e, "raft shutdown"),
             Err(_) => warn!("raft did not stop within {SHUTDOWN_RAFT_LIMIT:?}; leaving it"),
         }
+        // Every task the node started sees the shutdown signal or a stopped Raft and ends.
+        let tasks = &self.inner.tasks;
+        tasks.close();
+        if tokio::time::timeout(SHUTDOWN_TASKS_LIMIT, tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                running = tasks.len(),
+                "tasks still running {SHUTDOWN_TASKS_LIMIT:?} after the shutdown; leaving them"
+            );
+        }
+    }
+
+    /// How many of the node's tasks still run: 0 once [`Node::shutdown`] has returned.
+    pub fn running_tasks(&self) -> usize {
+        self.inner.tasks.len()
     }
 }
 
@@ -445,6 +465,8 @@ const NOT_LEADER: &str = "this node is not the leader";
 
 /// How long `Node::shutdown` waits for the Raft core to stop.
 const SHUTDOWN_RAFT_LIMIT: Duration = Duration::from_secs(3);
+/// How long `Node::shutdown` then waits for the node's tasks to end.
+const SHUTDOWN_TASKS_LIMIT: Duration = Duration::from_secs(3);
 
 fn compacted(from: u64, st: &ekka_types::ClusterState) -> ApiError {
     let oldest = st.events.front().map_or(st.revision + 1, |e| e.revision);
@@ -502,6 +524,16 @@ fn write_err(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ApiEr
 }
 
 impl Inner {
+    /// Starts a task of this node's, which `Node::shutdown` waits for. Every task must end on
+    /// the shutdown signal (or once Raft has stopped).
+    pub(crate) fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(task)
+    }
+
     pub(crate) fn core(&self) -> Arc<Core> {
         self.core.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -539,7 +571,7 @@ impl Inner {
                 info!(target = %j.target, cluster = %fmt_id(j.to_cluster), "resuming a join that was interrupted");
                 core.raft.runtime_config().elect(true);
                 self.joining.store(true, Ordering::SeqCst);
-                tokio::spawn(self.clone().resume_join(j));
+                self.spawn(self.clone().resume_join(j));
                 return Ok(());
             }
             // Either the wipe never happened (still the old cluster) or the join completed.
@@ -574,7 +606,7 @@ impl Inner {
                 // On a new address, this node campaigns only once the cluster took its
                 // announce (another process may run with its id at the old one), or after
                 // `ANNOUNCE_GRACE` without an answer (no leader to ask).
-                tokio::spawn(self.clone().announce_loop(moved));
+                self.spawn(self.clone().announce_loop(moved));
                 return Ok(());
             }
         }
@@ -807,7 +839,7 @@ impl Inner {
             // stops the Raft core first).
             let core = self.core();
             let mut shutdown = self.shutdown.subscribe();
-            tokio::spawn(async move {
+            self.spawn(async move {
                 tokio::select! {
                     _ = tokio::time::sleep(ANNOUNCE_GRACE) => {}
                     _ = shutdown.changed() => return,
@@ -1181,7 +1213,8 @@ impl Inner {
             // In a task of its own: a joiner that goes away mid-request must not cut the change
             // off half-way (record added, Raft learner not).
             |core| async move {
-                tokio::spawn(async move { me.leader_add_member(core, r2).await })
+                me.clone()
+                    .spawn(async move { me.leader_add_member(core, r2).await })
                     .await
                     .map_err(internal)?
             },
@@ -1268,7 +1301,7 @@ impl Inner {
             .map_err(write_err)?;
         drop(guard);
         info!(name = %req.name, id = %fmt_id(req.node_id), addr = %req.addr, "added learner");
-        tokio::spawn(
+        self.spawn(
             self.clone()
                 .finish_join(core, req.node_id, added.log_id.index),
         );
@@ -1499,7 +1532,7 @@ impl Inner {
                 // Force-removed: nobody will send to it again, so it starts over by itself (a
                 // leaving node does so in `leave`).
                 let me = self.clone();
-                tokio::spawn(async move { me.removed(id).await });
+                self.spawn(async move { me.removed(id).await });
             }
             return Ok(pb::RemoveMemberReply {
                 revision: core
@@ -1520,7 +1553,7 @@ impl Inner {
         info!(name = %member.name, id = %fmt_id(id), ?reason, "removed member");
         if !leave && member.status != Status::Down {
             let t = self.transport.clone();
-            tokio::spawn(async move {
+            self.spawn(async move {
                 if let Ok(mut p) = t.peer(&member.addr, false) {
                     let n = pb::RemovedNotice { node_id: id };
                     let _ = tokio::time::timeout(Duration::from_secs(2), p.removed(n)).await;
@@ -1779,7 +1812,7 @@ impl Inner {
                 let intent = self.data.join_intent().map_err(internal)?;
                 if let Some(j) = intent {
                     warn!(error = %e, "the join's outcome is unknown; finishing it in the background");
-                    tokio::spawn(self.clone().resume_join(j));
+                    self.spawn(self.clone().resume_join(j));
                     return Err(outcome_unknown(format!(
                         "the cluster at {addr} may have added this node ({}); the join goes on \
                          in the background",
@@ -2063,7 +2096,7 @@ impl Inner {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let inner = self.clone();
         let mut shutdown = self.shutdown.subscribe();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let mut applied = core.applied.clone();
             loop {
                 if !Arc::ptr_eq(&core, &inner.core()) {

@@ -49,7 +49,8 @@ pub(crate) fn spawn(inner: Arc<Inner>, listener: tokio::net::TcpListener) {
         .add_service(tonic::service::interceptor::InterceptedService::new(
             cluster, check,
         ));
-    tokio::spawn(async move {
+    let tracker = inner.clone();
+    tracker.spawn(async move {
         // No Nagle: small RPC answers must not wait for a delayed ACK (about 40 ms).
         let incoming = TcpListenerStream::new(listener).map(|s| {
             s.inspect(|s| {
@@ -347,7 +348,8 @@ impl Peer for PeerSvc {
         self.check_cluster(&req)?;
         let id = req.into_inner().node_id;
         let inner = self.inner.clone();
-        tokio::spawn(async move { inner.removed(id).await });
+        let tracker = inner.clone();
+        tracker.spawn(async move { inner.removed(id).await });
         Ok(Response::new(pb::RemovedAck {}))
     }
 

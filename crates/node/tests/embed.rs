@@ -82,3 +82,34 @@ async fn ignore_and_errors_through_the_library() {
     assert_eq!(a.status().await.unwrap().running_nodes(), ["a"]);
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_returns_once_every_task_of_the_node_has_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = node(&dir, "n1").await;
+    n.kv_put("k", "v").await.unwrap();
+    // Work that keeps tasks alive: a held lock renewed in the background, a watch stream.
+    let guard = n
+        .lock("res", Duration::from_secs(5), Duration::ZERO)
+        .await
+        .unwrap();
+    let mut events = n.watch(Some(1)).await.unwrap();
+    assert!(events.recv().await.is_some());
+    assert!(n.running_tasks() > 0);
+    n.shutdown().await;
+    assert_eq!(n.running_tasks(), 0, "tasks still running after shutdown");
+    drop(guard);
+    drop(events);
+    drop(n);
+    // Nothing holds the data dir any more: the same dir starts again in this process.
+    let again = node(&dir, "n1").await;
+    assert_eq!(
+        again
+            .kv_get("k", ekka_node::Read::Linearizable)
+            .await
+            .unwrap()
+            .map(|e| e.value.to_vec()),
+        Some(b"v".to_vec())
+    );
+    again.shutdown().await;
+}
