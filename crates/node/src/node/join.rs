@@ -1,0 +1,401 @@
+//! The addressed node's side of membership: hello, join (and its retries), leave, force-leave.
+
+use super::*;
+
+impl Inner {
+    pub(crate) async fn hello(&self) -> pb::HelloReply {
+        let core = self.core();
+        let n = core
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .members
+            .len();
+        pb::HelloReply {
+            node_id: core.node_id,
+            name: self.cfg.name.clone(),
+            addr: self.addr.clone(),
+            cluster_id: self.cluster_id(),
+            n_members: n as u32,
+            singleton: self.cfg.singleton,
+            joining: self.joining.load(Ordering::SeqCst),
+            recovered_from: self.data.recovered_from(),
+            incarnation: self.incarnation,
+        }
+    }
+
+    pub(crate) async fn join(self: &Arc<Self>, addr: &str) -> Result<JoinOutcome, ApiError> {
+        self.check_fault()?;
+        self.join_as(addr, false, false).await
+    }
+
+    /// Joins the cluster of `addr`. With `heal`, a member of a cluster of several nodes drops out
+    /// of it to join (autoheal); otherwise that is `in_other_cluster`.
+    /// `auto`: the autocluster loop asks; such a join is dropped once `leave` has disabled it.
+    pub(crate) async fn join_as(
+        self: &Arc<Self>,
+        addr: &str,
+        heal: bool,
+        auto: bool,
+    ) -> Result<JoinOutcome, ApiError> {
+        if self.cfg.singleton {
+            return Err(ApiError::new(
+                ErrorCode::Singleton,
+                "this node uses singleton discovery",
+            ));
+        }
+        ekka_types::check::check_addr(addr)
+            .map_err(|m| ApiError::new(ErrorCode::InvalidArgument, m))?;
+        if addr == self.addr || addr == self.local_addr.to_string() {
+            return Ok(JoinOutcome::Ignored("cannot join itself".into()));
+        }
+        let deadline = Instant::now() + self.cfg.op_timeout;
+        loop {
+            match self.try_join(addr, heal, auto).await {
+                Err(e) if retryable(&e) && Instant::now() < deadline => {
+                    let ms = rand::thread_rng().gen_range(20..200);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub(crate) async fn hello_at(&self, addr: &str) -> Result<pb::HelloReply, ApiError> {
+        let mut p = self
+            .transport
+            .peer(addr, false)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e))?;
+        match tokio::time::timeout(Duration::from_secs(3), p.hello(pb::HelloRequest {})).await {
+            Err(_) => Err(ApiError::new(
+                ErrorCode::NodeDown,
+                format!("nothing answers at {addr}"),
+            )),
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(st))
+                if st.code() == tonic::Code::Unavailable
+                    && st.metadata().get(ekka_proto::ERROR_HEADER).is_none() =>
+            {
+                Err(ApiError::new(
+                    ErrorCode::NodeDown,
+                    format!("nothing answers at {addr}"),
+                ))
+            }
+            Ok(Err(st)) => Err(from_status(&st)),
+        }
+    }
+
+    /// One attempt at joining; `unavailable` errors are retried by the caller.
+    pub(super) async fn try_join(
+        self: &Arc<Self>,
+        addr: &str,
+        heal: bool,
+        auto: bool,
+    ) -> Result<JoinOutcome, ApiError> {
+        let hello = self.hello_at(addr).await?;
+        let core = self.core();
+        if hello.node_id == core.node_id {
+            return Ok(JoinOutcome::Ignored("cannot join itself".into()));
+        }
+        if hello.singleton {
+            return Err(ApiError::new(
+                ErrorCode::Singleton,
+                format!("{addr} uses singleton discovery"),
+            ));
+        }
+        let my_cluster = self.cluster_id();
+        if hello.cluster_id != 0 && hello.cluster_id == my_cluster {
+            return Err(ApiError::new(
+                ErrorCode::AlreadyInCluster,
+                format!(
+                    "{} and {} are already in the same cluster {}",
+                    self.cfg.name,
+                    hello.name,
+                    fmt_id(my_cluster)
+                ),
+            ));
+        }
+        if hello.joining || hello.cluster_id == 0 {
+            return Err(unavailable(format!("{addr} is busy joining a cluster")));
+        }
+        let replaced = self.recovered_from();
+        if replaced != 0 && hello.cluster_id == replaced {
+            // Joining would wipe the recovered cluster's only copy into the one it replaced.
+            return Err(ApiError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "{} is in cluster {}, which this node's cluster was recovered from \
+                     (`ekka cluster recover`); join {} to this node instead",
+                    hello.name,
+                    fmt_id(replaced),
+                    hello.name
+                ),
+            ));
+        }
+        // The target's cluster was recovered (`ekka cluster recover`) from this node's: this
+        // node's cluster is a generation the operator gave up on, so it may be left behind
+        // whatever its size, as autoheal leaves a cluster (the target may even be in its members).
+        let superseded = my_cluster != 0 && hello.recovered_from == my_cluster;
+        if superseded && !heal {
+            info!(
+                %addr,
+                old = %fmt_id(my_cluster),
+                new = %fmt_id(hello.cluster_id),
+                "joining the cluster recovered from this node's cluster: dropping this node's copy of the old one"
+            );
+        }
+        let heal = heal || superseded;
+        let (n_members, has_target) = {
+            let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+            (st.members.len(), st.members.contains_key(&hello.node_id))
+        };
+        if has_target && !heal {
+            // The target joined this node's cluster while our hello was in flight. (When
+            // healing, this node's view of its old cluster is stale and says nothing.)
+            return Err(ApiError::new(
+                ErrorCode::AlreadyInCluster,
+                format!(
+                    "{} and {} are already in the same cluster {}",
+                    self.cfg.name,
+                    hello.name,
+                    fmt_id(my_cluster)
+                ),
+            ));
+        }
+        if n_members > 1 && !heal {
+            return Err(ApiError::new(
+                ErrorCode::InOtherCluster,
+                format!(
+                    "this node belongs to cluster {} with {n_members} members; leave it first",
+                    fmt_id(my_cluster)
+                ),
+            ));
+        }
+        if self
+            .joining
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return Err(unavailable("another join of this node is in progress"));
+        }
+        // `leave` clears the flag before it resets this node, so a round that began while this
+        // node was still a member cannot carry it back in once it is a fresh one-node cluster.
+        if auto && !self.autocluster.load(Ordering::SeqCst) {
+            self.joining.store(false, Ordering::SeqCst);
+            return Ok(JoinOutcome::Ignored(
+                "autocluster is disabled (left)".into(),
+            ));
+        }
+        let r = self.join_holding_flag(addr, my_cluster, heal).await;
+        self.joining.store(false, Ordering::SeqCst);
+        r
+    }
+
+    pub(super) async fn join_holding_flag(
+        self: &Arc<Self>,
+        addr: &str,
+        my_cluster: u64,
+        heal: bool,
+    ) -> Result<JoinOutcome, ApiError> {
+        // Let any add of another node to this one finish, then look again.
+        drop(self.op_lock.lock().await);
+        let core = self.core();
+        if !heal
+            && core
+                .state
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .members
+                .len()
+                > 1
+        {
+            return Err(unavailable("this node gained a member meanwhile"));
+        }
+        let mut req = pb::AddMemberRequest {
+            node_id: core.node_id,
+            name: self.cfg.name.clone(),
+            addr: self.addr.clone(),
+            from_cluster_id: my_cluster,
+            dry_run: true,
+        };
+        let check = self.add_at(addr, req.clone()).await?;
+        self.run_prepare(if heal { Action::Heal } else { Action::Join });
+        info!(%addr, cluster = %fmt_id(check.cluster_id), "joining: dropping this node's one-node cluster");
+        self.reset(Reset::Join {
+            intent: ekka_store::JoinIntent {
+                target: addr.to_string(),
+                from_cluster: my_cluster,
+                to_cluster: check.cluster_id,
+            },
+        })
+        .await?;
+        req.dry_run = false;
+        let deadline = Instant::now() + self.cfg.op_timeout;
+        let mut unknown = false;
+        let added = loop {
+            match self.add_at(addr, req.clone()).await {
+                Err(e) if retryable(&e) && Instant::now() < deadline => {
+                    unknown |= e.code == ErrorCode::OutcomeUnknown;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other,
+            }
+        };
+        match &added {
+            // The cluster may have added this node: restoring the one-node cluster would leave
+            // a member that never comes. Finish the join in the background, as after a restart.
+            Err(ref e) if unknown || e.code == ErrorCode::OutcomeUnknown => {
+                let intent = self.data.join_intent().map_err(internal)?;
+                if let Some(j) = intent {
+                    warn!(error = %e, "the join's outcome is unknown; finishing it in the background");
+                    self.spawn(self.clone().resume_join(j));
+                    return Err(outcome_unknown(format!(
+                        "the cluster at {addr} may have added this node ({}); the join goes on \
+                         in the background",
+                        e.message
+                    )));
+                }
+            }
+            _ => {}
+        }
+        if let Err(e) = added {
+            warn!(error = %e, "join failed after the check; restoring the one-node cluster");
+            self.reset(Reset::Fresh {
+                keep: Some(my_cluster),
+            })
+            .await?;
+            return Err(e);
+        }
+        self.wait_self_up(deadline).await?;
+        self.data.set_join_intent(None).map_err(internal)?;
+        self.run_reboot();
+        info!(cluster = %fmt_id(check.cluster_id), "joined");
+        Ok(JoinOutcome::Joined {
+            cluster_id: check.cluster_id,
+        })
+    }
+
+    pub(super) async fn add_at(
+        &self,
+        addr: &str,
+        req: pb::AddMemberRequest,
+    ) -> Result<pb::AddMemberReply, ApiError> {
+        let mut p = self.transport.peer(addr, false).map_err(internal)?;
+        match tokio::time::timeout(self.cfg.op_timeout, p.add_member(req)).await {
+            Err(_) => Err(unavailable(format!("{addr} did not answer in time"))),
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(st)) => Err(from_status(&st)),
+        }
+    }
+
+    pub(super) async fn wait_self_up(&self, deadline: Instant) -> Result<(), ApiError> {
+        let core = self.core();
+        let mut rx = core.applied.clone();
+        let up = async {
+            loop {
+                let is_up = core
+                    .state
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .members
+                    .get(&core.node_id)
+                    .is_some_and(|m| m.status == Status::Up);
+                if is_up {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline.into(), up)
+            .await
+            .map_err(|_| unavailable("added to the cluster but not yet caught up"))
+    }
+
+    pub(crate) async fn leave(self: &Arc<Self>) -> Result<(), ApiError> {
+        self.check_fault()?;
+        let core = self.core();
+        let st = core
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .membership();
+        if st.members.len() <= 1 {
+            return Err(ApiError::new(
+                ErrorCode::NodeNotInCluster,
+                "this node is not in a cluster with other members",
+            ));
+        }
+        st.plan_remove(core.node_id).map_err(from_reject)?;
+        // An autoclustered node that leaves stays out: stop the loop and unregister.
+        self.autocluster.store(false, Ordering::SeqCst);
+        if let Some(d) = &self.cfg.discovery {
+            if let Err(e) = d.0.unregister().await {
+                warn!(error = %e, "unregister on leave");
+            }
+        }
+        self.run_prepare(Action::Leave);
+        self.remove_with_retry(core.node_id, true).await?;
+        self.reset(Reset::Fresh { keep: None }).await?;
+        self.run_reboot();
+        info!("left the cluster");
+        Ok(())
+    }
+
+    pub(crate) async fn force_leave(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<ForceLeaveOutcome, ApiError> {
+        self.check_fault()?;
+        let core = self.core();
+        let target = {
+            let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+            st.member_by_name(name)
+                .or_else(|| parse_id(name).and_then(|id| st.members.get(&id)))
+                .map(|m| m.id)
+        };
+        let Some(id) = target else {
+            return Err(ApiError::new(
+                ErrorCode::NodeNotInCluster,
+                format!("{name} is not a member"),
+            ));
+        };
+        if id == core.node_id {
+            return Ok(ForceLeaveOutcome::Ignored(
+                "cannot force-leave itself".into(),
+            ));
+        }
+        self.remove_with_retry(id, false).await?;
+        Ok(ForceLeaveOutcome::Removed)
+    }
+
+    pub(super) async fn remove_with_retry(
+        self: &Arc<Self>,
+        id: NodeId,
+        leave: bool,
+    ) -> Result<(), ApiError> {
+        let deadline = Instant::now() + self.cfg.op_timeout;
+        let mut unknown = false;
+        loop {
+            let req = pb::RemoveMemberRequest { node_id: id, leave };
+            match self.remove_member(req, false).await {
+                Ok(_) => return Ok(()),
+                // An earlier try whose outcome was unknown did remove it.
+                Err(e) if unknown && e.code == ErrorCode::NodeNotInCluster => return Ok(()),
+                Err(e) if retryable(&e) && Instant::now() < deadline => {
+                    unknown |= e.code == ErrorCode::OutcomeUnknown;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                // Unavailable now, but an earlier try may have gone through.
+                Err(e) if unknown && e.code == ErrorCode::Unavailable => {
+                    return Err(outcome_unknown(format!(
+                        "an earlier try may have removed it: {}",
+                        e.message
+                    )))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The leader side of every request: who leads, proposing and waiting for commit, losing the
+//! quorum, membership changes in Raft, and forwarding to the leader with failover.
+
+use super::*;
+
+impl Inner {
+    pub(crate) fn is_leader(&self, core: &Core) -> bool {
+        let m = core.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(core.node_id)
+    }
+
+    /// The current leader's id and address, if known.
+    pub(crate) fn leader(&self, core: &Core) -> Option<(NodeId, String)> {
+        let m = core.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        let addr = st.members.get(&id).map(|m| m.addr.clone()).or_else(|| {
+            m.membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+        })?;
+        Some((id, addr))
+    }
+
+    /// Proposes a command on `core` (which must be the leader) and waits for it to apply.
+    pub(crate) async fn propose_on(&self, core: &Core, cmd: Command) -> Result<Response, ApiError> {
+        self.check_fault()?;
+        let req = Request {
+            now_ms: now_ms(),
+            cmd,
+        };
+        let fut = core.raft.client_write(req);
+        let resp = tokio::select! {
+            r = tokio::time::timeout(self.cfg.op_timeout, fut) => r.map_err(|_| {
+                // Appended, perhaps replicated: it may still commit once a quorum answers.
+                outcome_unknown(format!(
+                    "the write did not commit within {:?} (no quorum?); it may still be applied",
+                    self.cfg.op_timeout
+                ))
+            })?,
+            () = self.quorum_lost(core) => return Err(lost_quorum_in_flight()),
+        }
+        .map_err(|e| match self.fault() {
+            // Handed to Raft, which may have appended (even committed) it before the fault.
+            Some(f) => outcome_unknown(format!(
+                "the write may have been applied: storage fault: {f}"
+            )),
+            None => write_err(e),
+        })?;
+        match resp.data.rejected {
+            Some(r) => Err(from_reject(r)),
+            None => Ok(resp.data),
+        }
+    }
+
+    /// Resolves once this node, as leader, has heard from no quorum of voters for `down_after`
+    /// (or no longer leads): what it has in flight will not commit while that lasts. Checked
+    /// every half `down_after`, so a request waits at most about `1.5 × down_after` past the
+    /// cut instead of its whole deadline.
+    pub(crate) async fn quorum_lost(&self, core: &Core) {
+        let every = self.cfg.down_after / 2;
+        loop {
+            tokio::time::sleep(every).await;
+            if !self.is_leader(core) || self.check_quorum(core).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Commits `change`, retrying while a previous change is still in progress. With `retain`,
+    /// voters taken out stay as learners; without, they leave the configuration.
+    pub(super) async fn change_membership(
+        &self,
+        core: &Core,
+        change: ChangeMembers<NodeId, BasicNode>,
+        retain: bool,
+    ) -> Result<(), ApiError> {
+        let deadline = Instant::now() + self.cfg.op_timeout;
+        loop {
+            let fut = core.raft.change_membership(change.clone(), retain);
+            let r = tokio::time::timeout_at(deadline.into(), fut)
+                .await
+                .map_err(|_| {
+                    outcome_unknown(
+                        "the membership change did not commit in time (no quorum?); it may still \
+                         be applied",
+                    )
+                })?;
+            match r {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(write_err(e)),
+            }
+        }
+    }
+
+    pub(crate) fn try_op_lock(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, ()> {
+        self.op_lock.try_lock().map_err(|_| ())
+    }
+
+    pub(super) fn in_raft_config(core: &Core, id: NodeId) -> bool {
+        let m = core.raft.metrics().borrow().membership_config.clone();
+        m.membership().get_node(&id).is_some()
+    }
+
+    /// Takes `id` out of the Raft configuration following `plan`.
+    pub(super) async fn remove_from_raft(
+        &self,
+        core: &Core,
+        id: NodeId,
+        plan: &ekka_types::state::RemovePlan,
+    ) -> Result<(), ApiError> {
+        if !Self::in_raft_config(core, id) {
+            return Ok(());
+        }
+        if plan.was_voter {
+            self.change_membership(
+                core,
+                ChangeMembers::ReplaceAllVoters(plan.voters.clone()),
+                false,
+            )
+            .await?;
+        }
+        if Self::in_raft_config(core, id) {
+            let ids: BTreeSet<NodeId> = [id].into();
+            self.change_membership(core, ChangeMembers::RemoveNodes(ids), false)
+                .await?;
+        }
+        Ok(())
+    }
+
+    // ----- leader side -----
+
+    /// Runs `local` when this node leads, else forwards with `remote` to the leader (one hop).
+    ///
+    /// Fails over: a request that never reached the leader (it is cut off, or refused the
+    /// connection) waits for the next leader, up to `FAILOVER_WAIT`, and goes there instead; a
+    /// read whose leader is replaced while it waits for the answer is asked again of the new one.
+    /// With `write`, a forwarded request whose answer is lost after it was sent (the leader did
+    /// not answer in time, the connection broke, another leader took over meanwhile) is
+    /// `outcome_unknown`: the old leader may have applied it.
+    pub(crate) async fn via_leader<T, L, R, LF, RF>(
+        self: &Arc<Self>,
+        forwarded: bool,
+        write: bool,
+        local: L,
+        mut remote: R,
+    ) -> Result<T, ApiError>
+    where
+        L: FnOnce(Arc<Core>) -> LF,
+        LF: std::future::Future<Output = Result<T, ApiError>>,
+        R: FnMut(Peer) -> RF,
+        RF: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.cfg.op_timeout;
+        loop {
+            let core = self.core();
+            self.await_leader(&core).await;
+            if self.is_leader(&core) {
+                return local(core).await;
+            }
+            if forwarded {
+                return Err(unavailable(NOT_LEADER));
+            }
+            let (leader, addr) = self
+                .leader(&core)
+                .ok_or_else(|| unavailable("no leader is known"))?;
+            // Cut off from the leader: a write is not sent into a link that may be gone (its
+            // outcome would be unknown); a new leader is probably being elected, so wait for it.
+            let heard = *lock(&self.leader_heard);
+            let limit = self.cfg.down_after;
+            if write && heard.is_some_and(|t| t.elapsed() > limit) {
+                if self.await_other_leader(&core, leader, deadline).await {
+                    continue;
+                }
+                return Err(unavailable(format!(
+                    "no quorum: no word from the leader at {addr} in the last {limit:?}"
+                )));
+            }
+            let peer = self.transport.peer(&addr, true).map_err(internal)?;
+            let answer = tokio::select! {
+                r = tokio::time::timeout_at(deadline.into(), remote(peer)) => r,
+                () = self.leader_replaced(&core, leader) => {
+                    if write {
+                        return Err(outcome_unknown(format!(
+                            "the leader at {addr} was replaced while the write was in flight; \
+                             it may have been applied"
+                        )));
+                    }
+                    continue;
+                }
+            };
+            let st = match answer {
+                Err(_) if write => {
+                    return Err(outcome_unknown(format!(
+                        "the leader at {addr} did not answer in time; the write may have been \
+                         applied"
+                    )))
+                }
+                Err(_) => return Err(unavailable(format!("the leader at {addr} did not answer"))),
+                Ok(Ok(r)) => return Ok(r.into_inner()),
+                Ok(Err(st)) => st,
+            };
+            let coded = st.metadata().get(ekka_proto::ERROR_HEADER).is_some();
+            let err = if coded {
+                from_status(&st)
+            } else if write && !ekka_proto::never_sent(&st) {
+                return Err(outcome_unknown(format!(
+                    "the connection to the leader at {addr} broke after the write was sent ({}); \
+                     it may have been applied",
+                    st.message()
+                )));
+            } else {
+                unavailable(format!(
+                    "the leader at {addr} is unreachable: {}",
+                    st.message()
+                ))
+            };
+            // Nothing was done there (it was never reached, or it no longer leads): once
+            // another leader is known, go there.
+            let untouched = !coded || (err.code == ErrorCode::Unavailable && !write) || {
+                err.code == ErrorCode::Unavailable && err.message == NOT_LEADER
+            };
+            if untouched && self.await_other_leader(&core, leader, deadline).await {
+                continue;
+            }
+            return Err(err);
+        }
+    }
+
+    /// Waits until this node knows a leader other than `old`, at most `FAILOVER_WAIT` (and not
+    /// past `deadline`). False when none turned up.
+    pub(super) async fn await_other_leader(
+        &self,
+        core: &Core,
+        old: NodeId,
+        deadline: Instant,
+    ) -> bool {
+        let until = deadline.min(Instant::now() + FAILOVER_WAIT);
+        let wait = until.saturating_duration_since(Instant::now());
+        core.raft
+            .wait(Some(wait))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != old),
+                "another leader",
+            )
+            .await
+            .is_ok()
+    }
+
+    /// Resolves once this node no longer names `old` as the leader (never, if the metrics end).
+    pub(super) async fn leader_replaced(&self, core: &Core, old: NodeId) {
+        let mut rx = core.raft.metrics();
+        loop {
+            if rx.borrow_and_update().current_leader != Some(old) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// When no leader is known, waits up to `LEADER_WAIT` for one: an election is under way (a
+    /// restarted node always holds one, see `LogStore::read_vote`), and a moment's wait beats an
+    /// answer without a leader.
+    pub(super) async fn await_leader(&self, core: &Core) {
+        // A borrow of the metrics, not `leader()`'s clone: this runs on every request.
+        let known = core.raft.metrics().borrow().current_leader.is_some();
+        if !known {
+            let _ = core
+                .raft
+                .wait(Some(LEADER_WAIT))
+                .metrics(|m| m.current_leader.is_some(), "a leader")
+                .await;
+        }
+    }
+}
