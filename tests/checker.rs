@@ -503,6 +503,9 @@ struct Nemesis {
     faults: Vec<Fault>,
     /// Faults after which the cluster did not become whole again in time.
     unrecovered: Vec<String>,
+    /// Flags every agent starts with (at 5 nodes and more: 3 voters, so that the others are
+    /// learners and a voter killed for over a second is replaced by one of them).
+    flags: Vec<String>,
 }
 
 impl Nemesis {
@@ -517,11 +520,12 @@ impl Nemesis {
     /// (Re)starts agent `i` behind its proxy and tells the clients its address.
     fn start(&mut self, i: usize) {
         let proxy = self.net.proxies[i].addr.clone();
+        let mut args = vec!["--advertise", proxy.as_str()];
+        args.extend(self.flags.iter().map(String::as_str));
         if i < self.c.agents.len() {
-            self.c.agents[i].restart(&["--advertise", &proxy]);
+            self.c.agents[i].restart(&args);
         } else {
-            self.c
-                .start(&format!("n{}", i + 1), &["--advertise", &proxy]);
+            self.c.start(&format!("n{}", i + 1), &args);
         }
         let a = &self.c.agents[i];
         self.net.proxies[i].set_target(&a.addr);
@@ -871,6 +875,13 @@ fn histories_under_faults_are_linearizable() {
         rng: StdRng::seed_from_u64(p.seed),
         faults: Vec::new(),
         unrecovered: Vec::new(),
+        flags: if p.nodes >= 5 {
+            ["--max-voters", "3", "--replace-down-voter-after", "1s"]
+                .map(String::from)
+                .to_vec()
+        } else {
+            Vec::new()
+        },
     };
     for i in 0..p.nodes {
         nem.start(i);
@@ -935,6 +946,17 @@ fn histories_under_faults_are_linearizable() {
     for f in &history.faults {
         eprintln!("  {:.1}s {}", f.start_us as f64 / 1e6, f.what);
     }
+    // Done by the cluster itself (at 5 nodes and more): a voter down over a second replaced by
+    // a learner, as the leaders logged it.
+    let replaced: usize = (nem.c.agents.iter())
+        .map(|a| {
+            std::fs::read_to_string(&a.log)
+                .unwrap_or_default()
+                .matches("replacing a voter that is down")
+                .count()
+        })
+        .sum();
+    eprintln!("--- voter replacements by the cluster: {replaced}");
     eprintln!(
         "--- verdicts (checked in {:?})\n{report}",
         checked.elapsed()
