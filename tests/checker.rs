@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use ekka_checker::members::{MemberEvent, MemberStream, Membership};
 use ekka_checker::{Call, Change, Fault, History, Op, Outcome, Ret};
 use ekka_testkit::proxy::Net;
 use rand::rngs::StdRng;
@@ -810,6 +811,75 @@ fn final_reads(sh: &Shared, n: usize) {
 
 /// Waits for the change-log follower to reach the last acknowledged write, stops it, and returns
 /// the log; empty when it is not whole (the watch fell behind, or the cluster never recovered).
+/// Every agent's membership events from revision 1 (`ekka members watch --from 1`, read until
+/// the agent has had nothing more to say for a second), and the members the cluster reports.
+/// `None` when the cluster is not whole, or an agent no longer holds the events from revision 1.
+fn collect_membership(c: &Cluster, whole: bool) -> Option<Membership> {
+    if !whole {
+        return None;
+    }
+    let status = c.agents[0].try_status()?;
+    let mut final_members: Vec<String> = (status["members"].as_array()?.iter())
+        .filter_map(|m| m["name"].as_str().map(String::from))
+        .collect();
+    final_members.sort();
+    let mut streams = Vec::new();
+    for a in &c.agents {
+        let mut child = Command::new(BIN)
+            .args(["members", "watch", "--from", "1", "--json"])
+            .args(["--node", &a.addr, "--cookie", COOKIE])
+            .env("EKKA_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ekka members watch");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut events = Vec::new();
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
+            let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+            events.push(MemberEvent {
+                revision: v["revision"].as_u64()?,
+                event: v["event"].as_str()?.to_string(),
+                name: v["name"].as_str().unwrap_or_default().to_string(),
+            });
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut err = String::new();
+        let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+        if err.contains("error:") {
+            eprintln!(
+                "membership events of {} not checked: {}",
+                a.name,
+                err.trim()
+            );
+            return None;
+        }
+        streams.push(MemberStream {
+            agent: a.name.clone(),
+            events,
+        });
+    }
+    let sizes: Vec<String> = (streams.iter())
+        .map(|s| format!("{} {}", s.agent, s.events.len()))
+        .collect();
+    eprintln!("--- membership events read: {}", sizes.join(", "));
+    Some(Membership {
+        streams,
+        final_members,
+    })
+}
+
 fn collect_changes(sh: &Shared, ops: &[Op], whole: bool) -> Vec<Change> {
     let top = ops
         .iter()
@@ -921,12 +991,14 @@ fn histories_under_faults_are_linearizable() {
     ops.sort_by_key(|o| o.invoke_us);
     let changes = collect_changes(&sh, &ops, whole);
     follower.join().unwrap();
+    let membership = collect_membership(&nem.c, whole);
     let history = History {
         seed: Some(p.seed),
         nodes: p.nodes,
         faults: nem.faults.clone(),
         ops,
         changes,
+        membership,
     };
     let checked = Instant::now();
     let report = ekka_checker::check(&history, ekka_checker::DEFAULT_BUDGET_PER_KEY);

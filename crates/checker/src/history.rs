@@ -224,6 +224,9 @@ pub struct History {
     /// whole (empty otherwise).
     #[serde(default)]
     pub changes: Vec<Change>,
+    /// Every agent's membership events at the end of the run, when it recorded them.
+    #[serde(default)]
+    pub membership: Option<crate::members::Membership>,
 }
 
 impl History {
@@ -294,6 +297,17 @@ mod tests {
                 key: "k".into(),
                 value: Some("v".into()),
             }],
+            membership: Some(crate::members::Membership {
+                streams: vec![crate::members::MemberStream {
+                    agent: "n1".into(),
+                    events: vec![crate::members::MemberEvent {
+                        revision: 1,
+                        event: "member_joined".into(),
+                        name: "n1".into(),
+                    }],
+                }],
+                final_members: vec!["n1".into()],
+            }),
             ops: vec![
                 Op {
                     client: 1,

@@ -7,13 +7,15 @@
 //! ([`linear`]); revisions and fencing tokens growing in real-time order, no phantom or failed
 //! write read, no acknowledged write lost ([`writes`]); one lock holder at a time ([`locks`]);
 //! and, when the run recorded the cluster's change log (`kv watch`), that it agrees with what
-//! the clients were told ([`changes`]).
+//! the clients were told ([`changes`]); when it recorded every agent's membership events, that
+//! they agree with each other and with the final members ([`members`]).
 //! A search that runs past its budget is [`Verdict::Unknown`], which is not a pass.
 
 pub mod changes;
 pub mod history;
 pub mod linear;
 pub mod locks;
+pub mod members;
 #[cfg(test)]
 mod testing;
 pub mod writes;
@@ -136,6 +138,20 @@ pub fn check(h: &History, budget_per_key: u64) -> Report {
         checks.push(named(
             "the cluster's change log agrees (acknowledged writes in it, failed ones not)",
             verdict(changes::log_agrees(ops, &h.changes)),
+        ));
+    }
+    if let Some(m) = &h.membership {
+        checks.push(named(
+            "membership events: in revision order on every agent",
+            verdict(members::ordered(m)),
+        ));
+        checks.push(named(
+            "membership events: every agent's stream a prefix of one history",
+            verdict(members::agree(m)),
+        ));
+        checks.push(named(
+            "membership events: replayed, they give the final members",
+            verdict(members::replay_matches(m)),
         ));
     }
     checks.push(named(
