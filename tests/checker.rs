@@ -845,16 +845,27 @@ fn collect_membership(c: &Cluster, whole: bool) -> Option<Membership> {
             }
         });
         let mut events = Vec::new();
+        let mut unreadable = None;
         while let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
-            let v: serde_json::Value = serde_json::from_str(&line).ok()?;
-            events.push(MemberEvent {
-                revision: v["revision"].as_u64()?,
-                event: v["event"].as_str()?.to_string(),
-                name: v["name"].as_str().unwrap_or_default().to_string(),
-            });
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            match (v["revision"].as_u64(), v["event"].as_str()) {
+                (Some(revision), Some(event)) => events.push(MemberEvent {
+                    revision,
+                    event: event.to_string(),
+                    name: v["name"].as_str().unwrap_or_default().to_string(),
+                }),
+                _ => unreadable = Some(line),
+            }
         }
         let _ = child.kill();
         let _ = child.wait();
+        if let Some(line) = unreadable {
+            eprintln!(
+                "membership events of {} not checked: unreadable line {line:?}",
+                a.name
+            );
+            return None;
+        }
         let mut err = String::new();
         let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
         if err.contains("error:") {
