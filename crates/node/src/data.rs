@@ -107,7 +107,7 @@ impl Inner {
                     let cmd = take().ok_or_else(|| internal("the command was taken twice"))?;
                     me.check_quorum(&core)?;
                     match DataCommand::try_from(cmd) {
-                        Ok(data) => me.submit(&core, data).await.map(Reply::Local),
+                        Ok(data) => me.submit(data).await.map(Reply::Local),
                         // SetAutoclean: an entry of its own.
                         Err(cmd) => me.propose_on(&core, cmd).await.map(Reply::Local),
                     }
@@ -129,7 +129,7 @@ impl Inner {
     }
 
     /// Hands `cmd` to the leader's batcher and waits for its own result.
-    async fn submit(&self, core: &Core, cmd: DataCommand) -> Result<Response, ApiError> {
+    async fn submit(&self, cmd: DataCommand) -> Result<Response, ApiError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.batch_tx
             .send(Pending { cmd, tx })
@@ -141,7 +141,7 @@ impl Inner {
                      applied",
                 )
             })?,
-            () = self.quorum_lost(core) => Err(crate::node::lost_quorum_in_flight()),
+            () = self.quorum_lost() => Err(crate::node::lost_quorum_in_flight()),
         }
     }
 
@@ -215,7 +215,7 @@ impl Inner {
             r = tokio::time::timeout(self.cfg.op_timeout, fut) => r
                 .map_err(|_| unavailable("no quorum: the read index was not confirmed in time"))?
                 .map_err(|e| unavailable(format!("no linearizable read: {e}")))?,
-            () = self.quorum_lost(core) => {
+            () = self.quorum_lost() => {
                 return Err(unavailable("no quorum: the leader lost its quorum during the read"))
             }
         };

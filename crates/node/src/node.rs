@@ -104,6 +104,9 @@ pub(crate) struct Inner {
     prepare: Mutex<Vec<PrepareFn>>,
     reboot: Mutex<Vec<RebootFn>>,
     pub shutdown: watch::Sender<bool>,
+    /// Bumped while this node does not lead or leads without a quorum (`watch_quorum`): wakes
+    /// the writes and reads in flight on it (`quorum_lost`).
+    pub quorum_gone: watch::Sender<u64>,
     /// Every task the node starts, so that `Node::shutdown` waits for them to end.
     tasks: tokio_util::task::TaskTracker,
     /// The storage fault that failed this node (`<data dir>: <cause>`), once there is one.
@@ -243,6 +246,7 @@ impl Node {
             reboot: Mutex::default(),
             shutdown,
             tasks: tokio_util::task::TaskTracker::new(),
+            quorum_gone: watch::channel(0).0,
             fault: watch::channel(None).0,
             local_locks: Default::default(),
             batch_tx,
@@ -257,6 +261,7 @@ impl Node {
         inner.after_start().await?;
         inner.spawn(crate::monitor::run(inner.clone()));
         inner.spawn(crate::data::lock_ticker(inner.clone()));
+        inner.spawn(inner.clone().watch_quorum());
         inner.spawn(crate::data::batcher(inner.clone(), batch_rx));
         inner.spawn(inner.clone().reset_when_removed());
         inner.spawn(crate::compaction::run(inner.clone()));

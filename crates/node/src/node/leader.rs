@@ -40,7 +40,7 @@ impl Inner {
                     self.cfg.op_timeout
                 ))
             })?,
-            () = self.quorum_lost(core) => return Err(lost_quorum_in_flight()),
+            () = self.quorum_lost() => return Err(lost_quorum_in_flight()),
         }
         .map_err(|e| match self.fault() {
             // Handed to Raft, which may have appended (even committed) it before the fault.
@@ -56,15 +56,29 @@ impl Inner {
     }
 
     /// Resolves once this node, as leader, has heard from no quorum of voters for `down_after`
-    /// (or no longer leads): what it has in flight will not commit while that lasts. Checked
-    /// every half `down_after`, so a request waits at most about `1.5 × down_after` past the
-    /// cut instead of its whole deadline.
-    pub(crate) async fn quorum_lost(&self, core: &Core) {
+    /// (or no longer leads): what it has in flight will not commit while that lasts. One task
+    /// looks every half `down_after` (`watch_quorum`), so a request waits at most about
+    /// `1.5 × down_after` past the cut instead of its whole deadline, and costs no timer.
+    pub(crate) async fn quorum_lost(&self) {
+        let mut rx = self.quorum_gone.subscribe();
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// While this node runs: every half `down_after`, tells the requests waiting on
+    /// [`Inner::quorum_lost`] when it does not lead, or leads without a quorum.
+    pub(crate) async fn watch_quorum(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.subscribe();
         let every = self.cfg.down_after / 2;
         loop {
-            tokio::time::sleep(every).await;
-            if !self.is_leader(core) || self.check_quorum(core).is_err() {
-                return;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            let core = self.core();
+            if !self.is_leader(&core) || self.check_quorum(&core).is_err() {
+                self.quorum_gone.send_modify(|n| *n += 1);
             }
         }
     }
