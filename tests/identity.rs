@@ -125,18 +125,24 @@ fn cluster_with_copy(same_port: bool) -> (Cluster, std::path::PathBuf) {
     (c, copy)
 }
 
+/// Waits until `a` sees n1..n3 healthy; the term then.
+fn wait_healthy(a: &Agent) -> u64 {
+    let mut term = 0;
+    wait_until(WAIT, "healthy", || {
+        healthy(a, &["n1", "n2", "n3"]).is_some_and(|t| {
+            term = t;
+            true
+        })
+    });
+    term
+}
+
 #[test]
 fn a_copy_of_a_running_members_data_dir_is_refused_at_start() {
     let (c, copy) = cluster_with_copy(true);
     let n1 = c.get("n1");
     let n3 = c.get("n3").addr.clone();
-    let mut term = 0;
-    wait_until(WAIT, "healthy", || {
-        healthy(n1, &["n1", "n2", "n3"]).is_some_and(|t| {
-            term = t;
-            true
-        })
-    });
+    let term = wait_healthy(n1);
 
     // The copy records n3 at the address the original answers on: refused before it serves.
     let log = c.path("n3-copy.log");
@@ -171,13 +177,7 @@ fn a_copy_that_gets_past_its_start_is_refused_by_the_leader() {
     let (c, copy) = cluster_with_copy(false);
     let n1 = c.get("n1");
     let n3 = c.get("n3").addr.clone();
-    let mut term = 0;
-    wait_until(WAIT, "healthy", || {
-        healthy(n1, &["n1", "n2", "n3"]).is_some_and(|t| {
-            term = t;
-            true
-        })
-    });
+    let term = wait_healthy(n1);
 
     let log = c.path("n3-copy.log");
     let mut copy_proc = spawn_agent("n3", &copy, &log);
@@ -285,13 +285,7 @@ fn a_member_restarted_after_its_copy_took_its_place_is_refused() {
         healthy(n1, &["n1", "n2", "n3"]).is_some()
             && member(&n1.status(), "n3").is_some_and(|m| m["addr"] == copy_addr.as_str())
     });
-    let mut term = 0;
-    wait_until(WAIT, "healthy", || {
-        healthy(n1, &["n1", "n2", "n3"]).is_some_and(|t| {
-            term = t;
-            true
-        })
-    });
+    let term = wait_healthy(n1);
     put_get(n1, n1, "before");
 
     c.get_mut("n3").restart(&["--listen", &old]);

@@ -105,15 +105,7 @@ impl Inner {
         }
         let my_cluster = self.cluster_id();
         if hello.cluster_id != 0 && hello.cluster_id == my_cluster {
-            return Err(ApiError::new(
-                ErrorCode::AlreadyInCluster,
-                format!(
-                    "{} and {} are already in the same cluster {}",
-                    self.cfg.name,
-                    hello.name,
-                    fmt_id(my_cluster)
-                ),
-            ));
+            return Err(self.already_together(&hello.name, my_cluster));
         }
         if hello.joining || hello.cluster_id == 0 {
             return Err(unavailable(format!("{addr} is busy joining a cluster")));
@@ -152,15 +144,7 @@ impl Inner {
         if has_target && !heal {
             // The target joined this node's cluster while our hello was in flight. (When
             // healing, this node's view of its old cluster is stale and says nothing.)
-            return Err(ApiError::new(
-                ErrorCode::AlreadyInCluster,
-                format!(
-                    "{} and {} are already in the same cluster {}",
-                    self.cfg.name,
-                    hello.name,
-                    fmt_id(my_cluster)
-                ),
-            ));
+            return Err(self.already_together(&hello.name, my_cluster));
         }
         if n_members > 1 && !heal {
             return Err(ApiError::new(
@@ -397,5 +381,17 @@ impl Inner {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// `already_in_cluster`: this node and `other` are both in `cluster`.
+    fn already_together(&self, other: &str, cluster: u64) -> ApiError {
+        ApiError::new(
+            ErrorCode::AlreadyInCluster,
+            format!(
+                "{} and {other} are already in the same cluster {}",
+                self.cfg.name,
+                fmt_id(cluster)
+            ),
+        )
     }
 }
