@@ -70,16 +70,49 @@ pub struct Transport {
     last_ok: Arc<Mutex<HashMap<NodeId, Instant>>>,
     /// Set when a member of our cluster answered that this node was removed.
     removed: Arc<tokio::sync::watch::Sender<bool>>,
-    /// When a refusal ("cluster mismatch") by each address was last logged.
-    refused: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Refusals ("cluster mismatch") logged, by the refusing address.
+    refused: Arc<LogThrottle<String>>,
     /// This process on peer RPCs (`SENDER_HEADER`), once known.
     sender: Arc<Mutex<Option<AsciiMetadataValue>>>,
     /// Set when a member refused this process because another one runs with its node id.
     pub conflict: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
-/// How often the same peer's refusal of this node's cluster is logged.
-const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often the same refusal between two clusters is logged (a refused peer retries several
+/// times a second), by the refused node and by the refusing one.
+pub(crate) const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Lets a log line through at most once per `every` for each key.
+pub(crate) struct LogThrottle<K> {
+    every: Duration,
+    last: Mutex<HashMap<K, Instant>>,
+}
+
+impl<K: std::hash::Hash + Eq> LogThrottle<K> {
+    pub(crate) fn new(every: Duration) -> Self {
+        LogThrottle {
+            every,
+            last: Mutex::default(),
+        }
+    }
+
+    /// Whether to log for `key` now (and, if so, not again for `every`).
+    pub(crate) fn allow(&self, key: K) -> bool {
+        let mut m = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if m.get(&key)
+            .is_some_and(|t| now.duration_since(*t) < self.every)
+        {
+            return false;
+        }
+        // A bounded memory, whatever the peers: forgetting makes a line come early, no more.
+        if m.len() > 64 {
+            m.clear();
+        }
+        m.insert(key, now);
+        true
+    }
+}
 
 impl Transport {
     /// `cookie` must be printable ASCII (checked by `NodeConfig::validate`).
@@ -91,7 +124,7 @@ impl Transport {
             cluster_id,
             last_ok: Arc::default(),
             removed: Arc::new(tokio::sync::watch::channel(false).0),
-            refused: Arc::default(),
+            refused: Arc::new(LogThrottle::new(REFUSAL_LOG_EVERY)),
             sender: Arc::default(),
             conflict: Arc::new(tokio::sync::watch::channel(None).0),
         })
@@ -173,18 +206,8 @@ impl Transport {
         {
             return;
         }
-        {
-            let mut m = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            if m.get(addr)
-                .is_some_and(|t| now.duration_since(*t) < REFUSED_LOG_EVERY)
-            {
-                return;
-            }
-            if m.len() > 64 {
-                m.clear();
-            }
-            m.insert(addr.to_string(), now);
+        if !self.refused.allow(addr.to_string()) {
+            return;
         }
         tracing::warn!(
             %addr,

@@ -1,9 +1,7 @@
 //! The gRPC server: the `Peer` service (Raft RPCs and forwarded membership requests) and the
 //! `Cluster` service (the client API), both behind the cookie check.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use ekka_proto::pb::cluster_server::{Cluster, ClusterServer};
 use ekka_proto::pb::peer_server::{Peer, PeerServer};
@@ -23,6 +21,7 @@ use tracing::{info, warn};
 
 use crate::data::Read;
 use crate::error::to_status;
+use crate::network::{LogThrottle, REFUSAL_LOG_EVERY};
 use crate::node::{ForceLeaveOutcome, Inner, JoinOutcome};
 
 /// Starts serving both services on `listener` until the node's shutdown signal.
@@ -31,7 +30,7 @@ pub(crate) fn spawn(inner: Arc<Inner>, listener: tokio::net::TcpListener) {
     let check = move |req: Request<()>| check_cookie(&cookie, req);
     let peer = PeerServer::new(PeerSvc {
         inner: inner.clone(),
-        refusals: Mutex::default(),
+        refusals: LogThrottle::new(REFUSAL_LOG_EVERY),
     })
     .max_decoding_message_size(MAX_RPC_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_RPC_MESSAGE_BYTES);
@@ -112,13 +111,9 @@ fn sender<T>(req: &Request<T>) -> Option<(u64, String)> {
 
 struct PeerSvc {
     inner: Arc<Inner>,
-    /// When a refusal of each foreign cluster id was last logged (a refused leader retries
-    /// several times a second).
-    refusals: Mutex<HashMap<Option<u64>, Instant>>,
+    /// Refusals logged, by the sender's cluster id.
+    refusals: LogThrottle<Option<u64>>,
 }
-
-/// How often a refusal of the same foreign cluster is logged.
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl PeerSvc {
     /// Raft RPCs are only taken from members of this node's cluster, and of this generation of
@@ -152,7 +147,7 @@ impl PeerSvc {
         } else {
             format!("cluster mismatch: this node is in {}", fmt_id(ours))
         };
-        if self.should_log(theirs) {
+        if self.refusals.allow(theirs) {
             let peer = req
                 .remote_addr()
                 .map(|a| a.to_string())
@@ -167,21 +162,6 @@ impl PeerSvc {
             }
         }
         Err(Status::failed_precondition(msg))
-    }
-
-    fn should_log(&self, theirs: Option<u64>) -> bool {
-        let mut m = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        match m.get(&theirs) {
-            Some(t) if now.duration_since(*t) < REFUSAL_LOG_EVERY => false,
-            _ => {
-                if m.len() > 64 {
-                    m.clear();
-                }
-                m.insert(theirs, now);
-                true
-            }
-        }
     }
 }
 
