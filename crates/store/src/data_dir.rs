@@ -378,14 +378,18 @@ impl DataDir {
         }
     }
 
-    /// Records (or, with `None`, clears) the join under way. Durable when it returns.
+    /// Records (or, with `None`, clears) the join under way. Durable when it returns; clearing
+    /// when none is recorded writes nothing (every one-node reset clears it).
     pub fn set_join_intent(&self, intent: Option<&JoinIntent>) -> Result<(), StoreError> {
-        match intent {
-            Some(j) => self.meta().insert(K_JOINING, j.encode()).map(|_| ()),
-            None => self.meta().remove(K_JOINING).map(|_| ()),
+        let changed = match intent {
+            Some(j) => self.meta().insert(K_JOINING, j.encode()).map(|_| true),
+            None => self.meta().remove(K_JOINING).map(|old| old.is_some()),
         }
         .map_err(|e| self.db_err(e))?;
-        self.flush()
+        if changed {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// New openraft store handles over this dir's db. Call again after a [`DataDir::reset`]; the
