@@ -238,9 +238,8 @@ impl Inner {
             };
             // Nothing was done there (it was never reached, or it no longer leads): once
             // another leader is known, go there.
-            let untouched = !coded || (err.code == ErrorCode::Unavailable && !write) || {
-                err.code == ErrorCode::Unavailable && err.message == NOT_LEADER
-            };
+            let untouched = !coded
+                || (err.code == ErrorCode::Unavailable && (!write || err.message == NOT_LEADER));
             if untouched && self.await_other_leader(&core, leader, deadline).await {
                 continue;
             }
