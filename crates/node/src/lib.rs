@@ -1,25 +1,33 @@
 //! ekka-node: a running ekka node. openraft wiring over `ekka-store`, the tonic transport and
 //! services, join / leave / force-leave with ekka's semantics, the leader's status monitor, and
 //! the embedding API ([`Node`]).
+//!
+//! The modules, bottom up (each uses only those above it; ARCHITECTURE.md has the map):
+//! `config`, `error`, `timings`; `transport::{pool, network}`; `runtime` (the Raft core, the
+//! leader's side of every request, faults, compaction); `watch`; `membership` and `data`;
+//! `transport::server`; `node` (the facade); `recover` (offline).
 
-mod autocluster;
-mod compaction;
 mod config;
 mod data;
 mod error;
-mod fault;
-mod monitor;
-mod network;
+mod membership;
 mod node;
 mod recover;
-mod server;
+mod runtime;
+mod timings;
+mod transport;
+mod watch;
 
-pub use compaction::LogStats;
 pub use config::{
     Discovery, NodeConfig, DEFAULT_COOKIE, DEFAULT_SNAPSHOT_LOG_BYTES, MIN_SNAPSHOT_LOG_BYTES,
 };
-pub use data::{KvRange, LocalLocks, LockGrant, LockGuard, Read};
+pub use data::{LocalLocks, Read};
 pub use ekka_discovery as discovery;
+pub use ekka_types::{KvRange, LockGrant};
 pub use error::{from_status, to_status};
-pub use node::{Action, ForceLeaveOutcome, JoinOutcome, Node};
+pub use membership::{ForceLeaveOutcome, JoinOutcome};
+pub use node::data_api::LockGuard;
+pub use node::Node;
 pub use recover::{recover, RecoverReport};
+pub use runtime::compaction::LogStats;
+pub use runtime::core::Action;

@@ -16,13 +16,13 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use ekka_store::DataDir;
-use ekka_types::{ApiError, Command, ErrorCode, KvOp, Member, Request};
+use ekka_types::{ApiError, Command, ErrorCode, Member, Request};
 use openraft::{BasicNode, ServerState};
 
+use crate::config::NodeConfig;
 use crate::error::{internal, unavailable};
-use crate::network::Transport;
-use crate::node::{build_core, cfg_err, now_ms};
-use crate::NodeConfig;
+use crate::runtime::core::{build_core, cfg_err, now_ms};
+use crate::transport::pool::Transport;
 
 /// What `recover` kept and what it threw away.
 #[derive(Clone, Debug)]
@@ -135,10 +135,7 @@ pub async fn recover(dir: &Path) -> Result<RecoverReport, ApiError> {
         let mut writes = tokio::task::JoinSet::new();
         for (key, value) in chunk {
             let raft = raft.clone();
-            let cmd = Command::Kv(KvOp::Put {
-                key: key.clone(),
-                value: value.clone(),
-            });
+            let cmd = crate::data::put_command(key.clone(), value.clone());
             writes.spawn(async move {
                 raft.client_write(Request {
                     now_ms: now_ms(),

@@ -22,7 +22,9 @@ use ekka_types::{fmt_id, ErrorCode};
 use rand::Rng;
 use tracing::{info, warn};
 
-use crate::node::{Inner, JoinOutcome};
+use crate::runtime::core::Inner;
+
+use super::join::JoinOutcome;
 
 /// What one round concluded.
 #[derive(Debug, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use ekka_types::{ApiError, ErrorCode};
 use openraft::error::Fatal;
 use tracing::error;
 
-use crate::node::{Core, Inner};
+use crate::runtime::core::{Core, Inner};
 
 /// How often the watcher looks again when the core's metrics cannot wake it (a core that was
 /// stopped on purpose, or replaced by a reset).

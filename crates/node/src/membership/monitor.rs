@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use ekka_types::{fmt_id, Command, RemoveReason, Status};
 use tracing::{info, warn};
 
-use crate::node::{raft_roles, Inner};
+use crate::runtime::core::{now_ms, Core, Inner};
+
+use super::status::raft_roles;
 
 /// Runs until the node shuts down. Only acts while this node is the leader.
 pub(crate) async fn run(inner: Arc<Inner>) {
@@ -47,7 +49,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 
 async fn round(
     inner: &Arc<Inner>,
-    core: &crate::node::Core,
+    core: &Core,
     leader_since: Instant,
 ) -> Result<(), ekka_types::ApiError> {
     let st = core
@@ -76,7 +78,7 @@ async fn round(
         let heard_recently = last.is_some_and(|t| t > leader_since && now - t < fresh);
         let silent_for = now - last.map_or(leader_since, |t| t.max(leader_since));
         // A member that just came up gets `down_after` to be heard from: no flapping.
-        let up_for_ms = crate::node::now_ms().saturating_sub(m.since_ms);
+        let up_for_ms = now_ms().saturating_sub(m.since_ms);
         let settled = up_for_ms > down_after.as_millis() as u64;
         match m.status {
             // Whatever the member was doing (up, joining, leaving): silent means down, so a joiner
@@ -138,8 +140,7 @@ async fn round(
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .membership();
-    let cutoff =
-        crate::node::now_ms().saturating_sub(inner.cfg.replace_down_voter_after.as_millis() as u64);
+    let cutoff = now_ms().saturating_sub(inner.cfg.replace_down_voter_after.as_millis() as u64);
     if let Some((down, learner)) = st.voter_to_replace(cutoff) {
         if in_raft.contains(&learner) && caught_up(core, learner) {
             let mut voters = st.voter_ids();
@@ -161,14 +162,11 @@ async fn round(
 /// Removes one member that has been down longer than the autoclean delay (committed down-since
 /// time, so a leader change neither resets nor shortens the clock), learners first, never below
 /// quorum.
-async fn autoclean(
-    inner: &Arc<Inner>,
-    core: &Arc<crate::node::Core>,
-) -> Result<(), ekka_types::ApiError> {
+async fn autoclean(inner: &Arc<Inner>, core: &Arc<Core>) -> Result<(), ekka_types::ApiError> {
     let candidate = {
         let st = core.state.read().unwrap_or_else(|e| e.into_inner());
         let default = u64::try_from(inner.cfg.autoclean.as_millis()).unwrap_or(u64::MAX);
-        st.autoclean_candidate(crate::node::now_ms(), default)
+        st.autoclean_candidate(now_ms(), default)
             .and_then(|id| st.members.get(&id).map(|m| (id, m.name.clone())))
     };
     let Some((id, name)) = candidate else {
@@ -180,7 +178,7 @@ async fn autoclean(
 }
 
 /// Whether the leader's replication to `id` has reached its last log entry (within a margin).
-fn caught_up(core: &crate::node::Core, id: ekka_types::NodeId) -> bool {
+fn caught_up(core: &Core, id: ekka_types::NodeId) -> bool {
     let m = core.raft.metrics().borrow().clone();
     let last = m.last_log_index.unwrap_or(0);
     m.replication

@@ -1,11 +1,19 @@
 //! One node id, one process: the probe at start, refused announces and votes from a copy of a
 //! member's data dir, and stopping when the cluster says another process runs as this node.
 
-use super::*;
+use std::sync::Arc;
+
+use ekka_proto::pb;
+use ekka_types::{fmt_id, ApiError, NodeId};
+use tracing::{error, warn};
+
+use crate::runtime::core::{cfg_err, lock, Core, Inner};
+use crate::timings::*;
+use crate::transport::pool::Transport;
 
 /// The address `core`'s committed state (or, before the state has it, its Raft configuration)
 /// records for member `id`.
-pub(super) fn recorded_addr(core: &Core, id: NodeId) -> Option<String> {
+pub(crate) fn recorded_addr(core: &Core, id: NodeId) -> Option<String> {
     let st = core.state.read().unwrap_or_else(|e| e.into_inner());
     if let Some(m) = st.members.get(&id) {
         return Some(m.addr.clone());
@@ -16,7 +24,7 @@ pub(super) fn recorded_addr(core: &Core, id: NodeId) -> Option<String> {
 }
 
 /// Who answers `Hello` at `addr` within `PROBE_TIMEOUT`; `None` when nothing does.
-pub(super) async fn probe(transport: &Transport, addr: &str) -> Option<pb::HelloReply> {
+pub(crate) async fn probe(transport: &Transport, addr: &str) -> Option<pb::HelloReply> {
     let mut p = transport.peer(addr, false).ok()?;
     match tokio::time::timeout(PROBE_TIMEOUT, p.hello(pb::HelloRequest {})).await {
         Ok(Ok(r)) => Some(r.into_inner()),
@@ -25,7 +33,7 @@ pub(super) async fn probe(transport: &Transport, addr: &str) -> Option<pb::Hello
 }
 
 /// The error of a process refused because another one runs with its node id at `addr`.
-pub(super) fn duplicate_node(id: NodeId, addr: &str) -> ApiError {
+pub(crate) fn duplicate_node(id: NodeId, addr: &str) -> ApiError {
     cfg_err(format!(
         "node {} already runs at {addr}: another process has this node id (a copy of its data \
          dir?); two processes cannot be one member. Stop one, or start this one on an empty \
@@ -37,7 +45,7 @@ pub(super) fn duplicate_node(id: NodeId, addr: &str) -> ApiError {
 /// At start, before this process takes part in Raft: when its cluster records it at another
 /// address than its own and a process with its node id answers there, it is a copy of a running
 /// member and is refused.
-pub(super) async fn check_identity(
+pub(crate) async fn check_identity(
     core: &Core,
     addr: &str,
     incarnation: u64,
@@ -76,7 +84,7 @@ pub(super) async fn check_identity(
 impl Inner {
     /// Once a member refused this process because another one runs with its node id: stops
     /// taking part in Raft (the embedder is told through `Node::wait_conflict`).
-    pub(super) async fn stop_on_conflict(self: Arc<Self>) {
+    pub(crate) async fn stop_on_conflict(self: Arc<Self>) {
         let mut rx = self.conflict.subscribe();
         let mut shutdown = self.shutdown.subscribe();
         let msg = tokio::select! {
@@ -141,7 +149,7 @@ impl Inner {
     /// Refuses an announce from a process that is not the one the cluster knows as that member:
     /// this leader itself (same id, another incarnation), or, for an address change, a process
     /// with that id still answering at the recorded address.
-    pub(super) async fn check_announcer(
+    pub(crate) async fn check_announcer(
         &self,
         core: &Core,
         req: &pb::AnnounceRequest,

@@ -1,21 +1,15 @@
-//! Raft transport over tonic: `Network` (openraft's factory), `PeerConn` (one target), the channel
-//! pool, outgoing auth headers and the liveness record the status monitor reads.
+//! openraft's network over tonic: `Network` (its factory) and `PeerConn` (one target), on the
+//! connection pool.
 
 // openraft's RPCError is large by design: it is what the RaftNetwork trait returns.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ekka_proto::pb::peer_client::PeerClient;
 use ekka_proto::pb::{RaftPayload, SnapshotChunk};
-use ekka_proto::{
-    envelope, CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, PAYLOAD_VERSION, SENDER_HEADER,
-};
+use ekka_proto::{envelope, PAYLOAD_VERSION};
 use ekka_store::{LogStore, NodeId, SharedState, TypeConfig};
-use ekka_types::limits::{MAX_RPC_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
+use ekka_types::limits::SNAPSHOT_CHUNK_BYTES;
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
     StreamingError, Unreachable,
@@ -29,205 +23,8 @@ use openraft::storage::Snapshot;
 use openraft::{BasicNode, OptionalSend, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::metadata::AsciiMetadataValue;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
 
-/// A peer client whose every call carries the cookie and the cluster id.
-pub type Peer = PeerClient<InterceptedService<Channel, Outgoing>>;
-
-/// Adds the cookie, the caller's cluster id and (optionally) the forwarded mark to each call.
-#[derive(Clone)]
-pub struct Outgoing {
-    cookie: AsciiMetadataValue,
-    cluster: AsciiMetadataValue,
-    forwarded: bool,
-    sender: Option<AsciiMetadataValue>,
-}
-
-impl tonic::service::Interceptor for Outgoing {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let md = req.metadata_mut();
-        md.insert(COOKIE_HEADER, self.cookie.clone());
-        md.insert(CLUSTER_HEADER, self.cluster.clone());
-        if self.forwarded {
-            md.insert(FORWARDED_HEADER, AsciiMetadataValue::from_static("1"));
-        }
-        if let Some(s) = &self.sender {
-            md.insert(SENDER_HEADER, s.clone());
-        }
-        Ok(req)
-    }
-}
-
-/// Shared by every connection of a node: channels by address, the cookie, the current cluster id
-/// and when each peer last answered.
-#[derive(Clone)]
-pub struct Transport {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
-    cookie: AsciiMetadataValue,
-    cluster_id: Arc<AtomicU64>,
-    last_ok: Arc<Mutex<HashMap<NodeId, Instant>>>,
-    /// Set when a member of our cluster answered that this node was removed.
-    removed: Arc<tokio::sync::watch::Sender<bool>>,
-    /// Refusals ("cluster mismatch") logged, by the refusing address.
-    refused: Arc<LogThrottle<String>>,
-    /// This process on peer RPCs (`SENDER_HEADER`), once known.
-    sender: Arc<Mutex<Option<AsciiMetadataValue>>>,
-    /// Set when a member refused this process because another one runs with its node id.
-    pub conflict: Arc<tokio::sync::watch::Sender<Option<String>>>,
-}
-
-/// How often the same refusal between two clusters is logged (a refused peer retries several
-/// times a second), by the refused node and by the refusing one.
-pub(crate) const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// Lets a log line through at most once per `every` for each key.
-pub(crate) struct LogThrottle<K> {
-    every: Duration,
-    last: Mutex<HashMap<K, Instant>>,
-}
-
-impl<K: std::hash::Hash + Eq> LogThrottle<K> {
-    pub(crate) fn new(every: Duration) -> Self {
-        LogThrottle {
-            every,
-            last: Mutex::default(),
-        }
-    }
-
-    /// Whether to log for `key` now (and, if so, not again for `every`).
-    pub(crate) fn allow(&self, key: K) -> bool {
-        let mut m = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if m.get(&key)
-            .is_some_and(|t| now.duration_since(*t) < self.every)
-        {
-            return false;
-        }
-        // A bounded memory, whatever the peers: forgetting makes a line come early, no more.
-        if m.len() > 64 {
-            m.clear();
-        }
-        m.insert(key, now);
-        true
-    }
-}
-
-impl Transport {
-    /// `cookie` must be printable ASCII (checked by `NodeConfig::validate`).
-    pub fn new(cookie: &str, cluster_id: Arc<AtomicU64>) -> Result<Self, String> {
-        let cookie = AsciiMetadataValue::try_from(cookie).map_err(|e| format!("cookie: {e}"))?;
-        Ok(Transport {
-            channels: Arc::default(),
-            cookie,
-            cluster_id,
-            last_ok: Arc::default(),
-            removed: Arc::new(tokio::sync::watch::channel(false).0),
-            refused: Arc::new(LogThrottle::new(REFUSAL_LOG_EVERY)),
-            sender: Arc::default(),
-            conflict: Arc::new(tokio::sync::watch::channel(None).0),
-        })
-    }
-
-    /// Names this process on every peer RPC from now on: its incarnation and address.
-    pub fn set_sender(&self, incarnation: u64, addr: &str) {
-        let v = AsciiMetadataValue::try_from(format!("{}@{addr}", ekka_types::fmt_id(incarnation)))
-            .ok();
-        *self.sender.lock().unwrap_or_else(|e| e.into_inner()) = v;
-    }
-
-    pub fn cluster_id(&self) -> u64 {
-        self.cluster_id.load(Ordering::SeqCst)
-    }
-
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = map.get(addr) {
-            return Ok(c.clone());
-        }
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad address {addr:?}: {e}"))?
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
-        let ch = ep.connect_lazy();
-        map.insert(addr.to_string(), ch.clone());
-        Ok(ch)
-    }
-
-    /// The auth headers of an outgoing call: cookie, current cluster id, forwarded mark.
-    fn outgoing(&self, forwarded: bool) -> Result<Outgoing, String> {
-        let cluster = AsciiMetadataValue::try_from(ekka_types::fmt_id(self.cluster_id()))
-            .map_err(|e| e.to_string())?;
-        Ok(Outgoing {
-            cookie: self.cookie.clone(),
-            cluster,
-            forwarded,
-            sender: self
-                .sender
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        })
-    }
-
-    /// A peer client for `addr`; `forwarded` marks a call made on behalf of another node.
-    pub fn peer(&self, addr: &str, forwarded: bool) -> Result<Peer, String> {
-        Ok(
-            PeerClient::with_interceptor(self.channel(addr)?, self.outgoing(forwarded)?)
-                .max_decoding_message_size(MAX_RPC_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_RPC_MESSAGE_BYTES),
-        )
-    }
-
-    /// The channel and auth interceptor for a client of another service at `addr`.
-    pub fn channel_with_auth(&self, addr: &str) -> Result<(Channel, Outgoing), String> {
-        Ok((self.channel(addr)?, self.outgoing(true)?))
-    }
-
-    /// Fires when a member answers that this node was removed from the cluster.
-    pub fn removed_signal(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.removed.subscribe()
-    }
-
-    /// Re-arms the removed signal (after the node has reset).
-    pub fn clear_removed(&self) {
-        self.removed.send_replace(false);
-    }
-
-    /// Logs (at most every ten seconds per address) that the node at `addr` refused this
-    /// node's messages because it is in another cluster, e.g. one `ekka cluster recover` made
-    /// from this node's. Nothing else happens: this node keeps its data and its cluster.
-    pub fn note_refused(&self, addr: &str, st: &tonic::Status) {
-        if st.code() != tonic::Code::FailedPrecondition
-            || !st.message().starts_with("cluster mismatch")
-        {
-            return;
-        }
-        if !self.refused.allow(addr.to_string()) {
-            return;
-        }
-        tracing::warn!(
-            %addr,
-            cluster = %ekka_types::fmt_id(self.cluster_id()),
-            reason = %st.message(),
-            "refused by a node of another cluster; this node keeps its data and its cluster"
-        );
-    }
-
-    pub fn record_ok(&self, id: NodeId) {
-        let mut m = self.last_ok.lock().unwrap_or_else(|e| e.into_inner());
-        m.insert(id, Instant::now());
-    }
-
-    /// When `id` last answered a Raft RPC, if ever.
-    pub fn last_ok(&self, id: NodeId) -> Option<Instant> {
-        let m = self.last_ok.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(&id).copied()
-    }
-}
+use super::pool::{Peer, Transport};
 
 /// openraft's network factory for one Raft instance. Addresses come from the committed members
 /// (so a member that restarted on a new address is reached there), falling back to the address

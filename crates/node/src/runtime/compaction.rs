@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use openraft::LogId;
 use tracing::{debug, info};
 
-use crate::node::{Core, Inner};
+use crate::runtime::core::{Core, Inner};
 
 /// A snapshot asked for but not seen this long is asked for again (openraft drops a trigger that
 /// arrives while a build runs).

@@ -1,6 +1,12 @@
 //! Membership event streams (`Node::watch`) and the generic applied-state stream under them.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ekka_types::{ApiError, ErrorCode};
+
+use crate::error::unavailable;
+use crate::runtime::core::Inner;
 
 impl Inner {
     pub(crate) fn watch(
@@ -88,4 +94,16 @@ impl Inner {
         });
         Ok(rx)
     }
+}
+
+fn compacted(from: u64, st: &ekka_types::ClusterState) -> ApiError {
+    let oldest = st.events.front().map_or(st.revision + 1, |e| e.revision);
+    ApiError::new(
+        ErrorCode::Compacted,
+        format!(
+            "revision {from} is older than the oldest retained event ({oldest}); resync from \
+             cluster status (revision {}) and watch from there",
+            st.revision
+        ),
+    )
 }

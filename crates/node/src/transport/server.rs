@@ -19,23 +19,26 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::data::Read;
+use crate::data::{to_payload, Data, Read, ReadQuery};
 use crate::error::to_status;
-use crate::network::{LogThrottle, REFUSAL_LOG_EVERY};
-use crate::node::{ForceLeaveOutcome, Inner, JoinOutcome};
+use crate::membership::{ForceLeaveOutcome, JoinOutcome};
+use crate::runtime::core::Inner;
+use crate::transport::pool::{LogThrottle, REFUSAL_LOG_EVERY};
 
 /// Starts serving both services on `listener` until the node's shutdown signal.
-pub(crate) fn spawn(inner: Arc<Inner>, listener: tokio::net::TcpListener) {
+pub(crate) fn spawn(inner: Arc<Inner>, data: Arc<Data>, listener: tokio::net::TcpListener) {
     let cookie = inner.cfg.cookie.clone().into_bytes();
     let check = move |req: Request<()>| check_cookie(&cookie, req);
     let peer = PeerServer::new(PeerSvc {
         inner: inner.clone(),
+        data: data.clone(),
         refusals: LogThrottle::new(REFUSAL_LOG_EVERY),
     })
     .max_decoding_message_size(MAX_RPC_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_RPC_MESSAGE_BYTES);
     let cluster = ClusterServer::new(ClusterSvc {
         inner: inner.clone(),
+        data,
     })
     .max_decoding_message_size(MAX_RPC_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_RPC_MESSAGE_BYTES);
@@ -111,6 +114,7 @@ fn sender<T>(req: &Request<T>) -> Option<(u64, String)> {
 
 struct PeerSvc {
     inner: Arc<Inner>,
+    data: Arc<Data>,
     /// Refusals logged, by the sender's cluster id.
     refusals: LogThrottle<Option<u64>>,
 }
@@ -190,7 +194,7 @@ impl Peer for PeerSvc {
         self.check_cluster(&req)?;
         let p = req.into_inner();
         let rpc: AppendEntriesRequest<TypeConfig> = decode(p.version, &p.data)?;
-        let upto = crate::network::append_upto(&rpc);
+        let upto = super::network::append_upto(&rpc);
         let core = self.inner.core();
         let res = core.raft.append_entries(rpc).await;
         if matches!(&res, Ok(r) if r.is_success()) {
@@ -338,22 +342,23 @@ impl Peer for PeerSvc {
         let fwd = forwarded(&req);
         let p = req.into_inner();
         let cmd: ekka_types::Command = decode(p.version, &p.data)?;
-        let r = self.inner.propose_data(cmd, fwd).await;
-        api(r.and_then(|r| crate::data::to_payload(&r)))
+        let r = self.data.propose_data(cmd, fwd).await;
+        api(r.and_then(|r| to_payload(&r)))
     }
 
     async fn read(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.check_cluster(&req)?;
         let fwd = forwarded(&req);
         let p = req.into_inner();
-        let q: crate::data::ReadQuery = decode(p.version, &p.data)?;
-        let r = self.inner.read_data(q, Read::Linearizable, fwd).await;
-        api(r.and_then(|r| crate::data::to_payload(&r)))
+        let q: ReadQuery = decode(p.version, &p.data)?;
+        let r = self.data.read_data(q, Read::Linearizable, fwd).await;
+        api(r.and_then(|r| to_payload(&r)))
     }
 }
 
 struct ClusterSvc {
     inner: Arc<Inner>,
+    data: Arc<Data>,
 }
 
 type WatchStream =
@@ -380,7 +385,7 @@ impl Cluster for ClusterSvc {
         &self,
         req: Request<pb::SetAutocleanRequest>,
     ) -> Result<Response<pb::SetAutocleanReply>, Status> {
-        let set = self.inner.set_autoclean_ms(req.into_inner().ms).await;
+        let set = self.data.set_autoclean_ms(req.into_inner().ms).await;
         api(set.map(|revision| pb::SetAutocleanReply { revision }))
     }
 
@@ -390,7 +395,7 @@ impl Cluster for ClusterSvc {
     ) -> Result<Response<pb::LockAcquireReply>, Status> {
         let r = req.into_inner();
         let g = self
-            .inner
+            .data
             .lock_acquire(&r.resource, &r.owner, r.ttl_ms, r.wait_ms)
             .await;
         api(g.map(|g| pb::LockAcquireReply {
@@ -404,7 +409,7 @@ impl Cluster for ClusterSvc {
         req: Request<pb::LockRenewRequest>,
     ) -> Result<Response<pb::LockRenewReply>, Status> {
         let r = req.into_inner();
-        let renewed = self.inner.lock_renew(r.resource, r.token, r.ttl_ms).await;
+        let renewed = self.data.lock_renew(r.resource, r.token, r.ttl_ms).await;
         api(renewed.map(|expires_ms| pb::LockRenewReply { expires_ms }))
     }
 
@@ -413,7 +418,7 @@ impl Cluster for ClusterSvc {
         req: Request<pb::LockReleaseRequest>,
     ) -> Result<Response<pb::LockReleaseReply>, Status> {
         let r = req.into_inner();
-        let released = self.inner.lock_release(r.resource, r.token).await;
+        let released = self.data.lock_release(r.resource, r.token).await;
         api(released.map(|revision| pb::LockReleaseReply { revision }))
     }
 
@@ -444,7 +449,7 @@ impl Cluster for ClusterSvc {
         req: Request<pb::KvPutRequest>,
     ) -> Result<Response<pb::KvPutReply>, Status> {
         let r = req.into_inner();
-        let put = self.inner.kv_put(r.key, r.value).await;
+        let put = self.data.kv_put(r.key, r.value).await;
         api(put.map(|p| pb::KvPutReply {
             revision: p.revision,
             prev_revision: p.prev_revision,
@@ -455,7 +460,7 @@ impl Cluster for ClusterSvc {
         &self,
         req: Request<pb::KvDeleteRequest>,
     ) -> Result<Response<pb::KvDeleteReply>, Status> {
-        let deleted = self.inner.kv_delete(req.into_inner().key).await;
+        let deleted = self.data.kv_delete(req.into_inner().key).await;
         api(deleted.map(|(revision, existed)| pb::KvDeleteReply { revision, existed }))
     }
 
@@ -464,7 +469,7 @@ impl Cluster for ClusterSvc {
         req: Request<pb::KvCasRequest>,
     ) -> Result<Response<pb::KvCasReply>, Status> {
         let r = req.into_inner();
-        let cas = self.inner.kv_cas(r.key, r.expect_revision, r.value).await;
+        let cas = self.data.kv_cas(r.key, r.expect_revision, r.value).await;
         api(cas.map(|revision| pb::KvCasReply { revision }))
     }
 
@@ -478,7 +483,7 @@ impl Cluster for ClusterSvc {
         } else {
             Read::Linearizable
         };
-        let got = self.inner.kv_range(r.key, r.prefix, r.limit, read).await;
+        let got = self.data.kv_range(r.key, r.prefix, r.limit, read).await;
         api(got.map(|g| pb::KvRangeReply {
             revision: g.revision,
             entries: g.entries.into_iter().map(|(k, e)| kv_entry(k, e)).collect(),
@@ -492,7 +497,7 @@ impl Cluster for ClusterSvc {
     ) -> Result<Response<KvWatchStream>, Status> {
         let r = req.into_inner();
         let rx = self
-            .inner
+            .data
             .kv_watch(r.prefix, r.from_revision)
             .map_err(to_status)?;
         let out = tokio_stream::wrappers::ReceiverStream::new(rx).map(|r| {

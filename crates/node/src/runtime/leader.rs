@@ -1,7 +1,60 @@
 //! The leader side of every request: who leads, proposing and waiting for commit, losing the
 //! quorum, membership changes in Raft, and forwarding to the leader with failover.
 
-use super::*;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ekka_types::{ApiError, Command, ErrorCode, NodeId, Request, Response};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+
+use crate::error::{from_reject, from_status, internal, outcome_unknown, unavailable};
+use crate::runtime::core::{lock, now_ms, Core, Inner};
+use crate::timings::*;
+use crate::transport::pool::Peer;
+
+/// The answer of a member asked to lead a forwarded request it no longer leads.
+pub(crate) const NOT_LEADER: &str = "this node is not the leader";
+
+pub(crate) fn raft_err<E: std::fmt::Display>(e: RaftError<NodeId, E>) -> ApiError {
+    match e {
+        RaftError::Fatal(f) => unavailable(format!("raft stopped: {f}")),
+        RaftError::APIError(e) => unavailable(e.to_string()),
+    }
+}
+
+/// A write handed to Raft when the leader lost its quorum (or its leadership): it was appended,
+/// perhaps replicated, and may commit later under this leader or the next.
+pub(crate) fn lost_quorum_in_flight() -> ApiError {
+    outcome_unknown("the leader lost its quorum with the write in flight; it may still be applied")
+}
+
+/// Whether a membership step may be tried again: no leader or quorum yet, or a previous try whose
+/// outcome is unknown (adding or removing the same member again is answered as already done).
+pub(crate) fn retryable(e: &ApiError) -> bool {
+    matches!(e.code, ErrorCode::Unavailable | ErrorCode::OutcomeUnknown)
+}
+
+pub(crate) fn write_err(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ApiError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            let mut err = unavailable(NOT_LEADER);
+            err.leader = f.leader_node.map(|n| n.addr);
+            err
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
+            ChangeMembershipError::InProgress(_) => unavailable(c.to_string()),
+            other => internal(other),
+        },
+        // Raft stopped (a reset after this leader left or was removed, a shutdown, a storage
+        // fault) with the write handed to it: it may have been appended and replicated, and
+        // commit under the next leader.
+        RaftError::Fatal(f) => outcome_unknown(format!(
+            "raft stopped with the write in flight ({f}); it may have been applied"
+        )),
+    }
+}
 
 impl Inner {
     pub(crate) fn is_leader(&self, core: &Core) -> bool {
@@ -85,7 +138,7 @@ impl Inner {
 
     /// Commits `change`, retrying while a previous change is still in progress. With `retain`,
     /// voters taken out stay as learners; without, they leave the configuration.
-    pub(super) async fn change_membership(
+    pub(crate) async fn change_membership(
         &self,
         core: &Core,
         change: ChangeMembers<NodeId, BasicNode>,
@@ -118,13 +171,13 @@ impl Inner {
         self.op_lock.try_lock().map_err(|_| ())
     }
 
-    pub(super) fn in_raft_config(core: &Core, id: NodeId) -> bool {
+    pub(crate) fn in_raft_config(core: &Core, id: NodeId) -> bool {
         let m = core.raft.metrics().borrow().membership_config.clone();
         m.membership().get_node(&id).is_some()
     }
 
     /// Takes `id` out of the Raft configuration following `plan`.
-    pub(super) async fn remove_from_raft(
+    pub(crate) async fn remove_from_raft(
         &self,
         core: &Core,
         id: NodeId,
@@ -249,7 +302,7 @@ impl Inner {
 
     /// Waits until this node knows a leader other than `old`, at most `FAILOVER_WAIT` (and not
     /// past `deadline`). False when none turned up.
-    pub(super) async fn await_other_leader(
+    pub(crate) async fn await_other_leader(
         &self,
         core: &Core,
         old: NodeId,
@@ -268,7 +321,7 @@ impl Inner {
     }
 
     /// Resolves once this node no longer names `old` as the leader (never, if the metrics end).
-    pub(super) async fn leader_replaced(&self, core: &Core, old: NodeId) {
+    pub(crate) async fn leader_replaced(&self, core: &Core, old: NodeId) {
         let mut rx = core.raft.metrics();
         loop {
             if rx.borrow_and_update().current_leader != Some(old) {
@@ -283,7 +336,7 @@ impl Inner {
     /// When no leader is known, waits up to `LEADER_WAIT` for one: an election is under way (a
     /// restarted node always holds one, see `LogStore::read_vote`), and a moment's wait beats an
     /// answer without a leader.
-    pub(super) async fn await_leader(&self, core: &Core) {
+    pub(crate) async fn await_leader(&self, core: &Core) {
         // A borrow of the metrics, not `leader()`'s clone: this runs on every request.
         let known = core.raft.metrics().borrow().current_leader.is_some();
         if !known {
@@ -293,5 +346,37 @@ impl Inner {
                 .metrics(|m| m.current_leader.is_some(), "a leader")
                 .await;
         }
+    }
+
+    /// Fails fast, before anything is appended, when this leader has not heard from a quorum of
+    /// voters within `down_after` (by its own transport, or openraft's last quorum ack).
+    pub(crate) fn check_quorum(&self, core: &Core) -> Result<(), ApiError> {
+        // Only what is needed, not a clone of the whole metrics: this runs on every write.
+        let (voters, quorum_ack_ms) = {
+            let metrics = core.raft.metrics();
+            let m = metrics.borrow();
+            let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+            (voters, m.millis_since_quorum_ack)
+        };
+        let limit = self.cfg.down_after;
+        let now = std::time::Instant::now();
+        let heard = voters
+            .iter()
+            .filter(|id| {
+                **id == core.node_id
+                    || self
+                        .transport
+                        .last_ok(**id)
+                        .is_some_and(|t| now.duration_since(t) < limit)
+            })
+            .count();
+        let acked = quorum_ack_ms.is_some_and(|ms| u128::from(ms) < limit.as_millis());
+        if heard > voters.len() / 2 || acked {
+            return Ok(());
+        }
+        Err(unavailable(format!(
+            "no quorum: {heard} of {} voters answered in the last {limit:?}",
+            voters.len()
+        )))
     }
 }

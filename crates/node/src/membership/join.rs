@@ -1,8 +1,125 @@
 //! The addressed node's side of membership: hello, join (and its retries), leave, force-leave.
 
-use super::*;
+use rand::Rng;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ekka_proto::pb;
+use ekka_types::{fmt_id, parse_id, ApiError, ErrorCode, NodeId, Status};
+use tracing::{info, warn};
+
+use crate::error::{from_reject, from_status, internal, outcome_unknown, unavailable};
+use crate::runtime::core::{Action, Core, Inner};
+use crate::runtime::leader::retryable;
+
+use super::reset::Reset;
+
+/// The result of `join`: joined, or ekka's `ignore` with a reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JoinOutcome {
+    Joined { cluster_id: u64 },
+    Ignored(String),
+}
+
+/// The result of `force_leave`: removed, or ekka's `ignore` with a reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForceLeaveOutcome {
+    Removed,
+    Ignored(String),
+}
 
 impl Inner {
+    /// Whether `core`'s state has this node as a member of its cluster.
+    pub(crate) fn is_member(&self, core: &Core) -> bool {
+        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        st.cluster_id == self.cluster_id() && st.members.contains_key(&core.node_id)
+    }
+
+    /// Finishes a join interrupted by a stop after this node wiped itself: asks `j.target` to add
+    /// it again until that is done (or until the node is a member anyway, the cluster having
+    /// added it before the stop), then waits to be up. If the cluster refuses it for good, or
+    /// `j.target` belongs to another cluster now, it becomes its one-node cluster again.
+    pub(crate) async fn resume_join(self: Arc<Self>, j: ekka_store::JoinIntent) {
+        let mut shutdown = self.shutdown.subscribe();
+        let mut delay = Duration::from_millis(50);
+        let outcome: Result<(), ApiError> = loop {
+            let core = self.core();
+            if self.is_member(&core) {
+                break Ok(());
+            }
+            let r = match self.hello_at(&j.target).await {
+                Ok(h) if h.cluster_id != j.to_cluster => Err(ApiError::new(
+                    ErrorCode::NodeNotInCluster,
+                    format!(
+                        "{} is in cluster {} now, not {}",
+                        j.target,
+                        fmt_id(h.cluster_id),
+                        fmt_id(j.to_cluster)
+                    ),
+                )),
+                Ok(_) => {
+                    let req = pb::AddMemberRequest {
+                        node_id: core.node_id,
+                        name: self.cfg.name.clone(),
+                        addr: self.addr.clone(),
+                        from_cluster_id: j.from_cluster,
+                        dry_run: false,
+                    };
+                    self.add_at(&j.target, req).await.map(|_| ())
+                }
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => break Ok(()),
+                Err(e) if retryable(&e) || e.code == ErrorCode::NodeDown => {
+                    info!(error = %e, "resuming the join: trying again");
+                }
+                Err(e) => break Err(e),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
+        };
+        match outcome {
+            Ok(()) => {
+                let mut rx = self.core().applied.clone();
+                loop {
+                    if self.is_member(&self.core()) {
+                        break;
+                    }
+                    tokio::select! {
+                        r = rx.changed() => if r.is_err() { return },
+                        _ = shutdown.changed() => return,
+                    }
+                }
+                self.joining.store(false, Ordering::SeqCst);
+                if let Err(e) = self.data.set_join_intent(None) {
+                    warn!(error = %e, "clearing the finished join");
+                }
+                self.run_reboot();
+                info!(cluster = %fmt_id(j.to_cluster), "joined (resumed)");
+            }
+            Err(e) => {
+                warn!(error = %e, "the interrupted join cannot be finished: back to a one-node cluster");
+                self.joining.store(false, Ordering::SeqCst);
+                if let Err(e) = self
+                    .reset_and_reboot(
+                        Action::Heal,
+                        Reset::Fresh {
+                            keep: Some(j.from_cluster),
+                        },
+                    )
+                    .await
+                {
+                    warn!(error = %e, "reset after a failed join");
+                }
+            }
+        }
+    }
+
     pub(crate) async fn hello(&self) -> pb::HelloReply {
         let core = self.core();
         let n = core
@@ -86,7 +203,7 @@ impl Inner {
     }
 
     /// One attempt at joining; `unavailable` errors are retried by the caller.
-    pub(super) async fn try_join(
+    pub(crate) async fn try_join(
         self: &Arc<Self>,
         addr: &str,
         heal: bool,
@@ -175,7 +292,7 @@ impl Inner {
         r
     }
 
-    pub(super) async fn join_holding_flag(
+    pub(crate) async fn join_holding_flag(
         self: &Arc<Self>,
         addr: &str,
         my_cluster: u64,
@@ -259,7 +376,7 @@ impl Inner {
         })
     }
 
-    pub(super) async fn add_at(
+    pub(crate) async fn add_at(
         &self,
         addr: &str,
         req: pb::AddMemberRequest,
@@ -272,7 +389,7 @@ impl Inner {
         }
     }
 
-    pub(super) async fn wait_self_up(&self, deadline: Instant) -> Result<(), ApiError> {
+    pub(crate) async fn wait_self_up(&self, deadline: Instant) -> Result<(), ApiError> {
         let core = self.core();
         let mut rx = core.applied.clone();
         let up = async {
@@ -354,7 +471,7 @@ impl Inner {
         Ok(ForceLeaveOutcome::Removed)
     }
 
-    pub(super) async fn remove_with_retry(
+    pub(crate) async fn remove_with_retry(
         self: &Arc<Self>,
         id: NodeId,
         leave: bool,

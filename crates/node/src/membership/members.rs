@@ -1,7 +1,19 @@
 //! The leader's side of membership: adding a member (and finishing its join), promotions and
 //! voter replacement, announces, and removals.
 
-use super::*;
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ekka_proto::pb;
+use ekka_types::{fmt_id, ApiError, Command, ErrorCode, NodeId, RemoveReason, Status};
+use openraft::{BasicNode, ChangeMembers};
+use tracing::{info, warn};
+
+use crate::error::{from_reject, internal, unavailable};
+use crate::runtime::core::{Core, Inner};
+use crate::runtime::leader::{raft_err, write_err};
 
 impl Inner {
     pub(crate) async fn add_member(
@@ -42,7 +54,7 @@ impl Inner {
         .await
     }
 
-    pub(super) async fn leader_add_member(
+    pub(crate) async fn leader_add_member(
         self: &Arc<Self>,
         core: Arc<Core>,
         req: pb::AddMemberRequest,
@@ -126,7 +138,7 @@ impl Inner {
 
     /// Once the new learner has caught up: promote learners if a voter seat is free, then mark
     /// the new member up (so when the joiner sees itself up, roles are settled).
-    pub(super) async fn finish_join(self: Arc<Self>, core: Arc<Core>, id: NodeId, log_idx: u64) {
+    pub(crate) async fn finish_join(self: Arc<Self>, core: Arc<Core>, id: NodeId, log_idx: u64) {
         let caught_up = core
             .raft
             .wait(Some(self.cfg.op_timeout))
