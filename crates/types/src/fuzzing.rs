@@ -32,7 +32,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::check::{check_addr, check_name};
-use crate::command::{op_revision, Command, DataCommand, RemoveReason, Request, Response};
+use crate::command::{Command, DataCommand, RemoveReason, Request};
 use crate::id::NodeId;
 use crate::kv::KvOp;
 use crate::limits::{
@@ -40,6 +40,7 @@ use crate::limits::{
 };
 use crate::lock::LockOp;
 use crate::member::{Member, Role, Status};
+use crate::outcome::{op_revision, Response};
 use crate::state::ClusterState;
 
 /// Most steps one input decodes into; the rest of a longer input is ignored.
@@ -1055,7 +1056,7 @@ mod tests {
         after.members.get_mut(&1).expect("booted").status = Status::Down;
         let resp = Response {
             revision: after.revision,
-            rejected: Some(crate::command::Reject::NoSuchMember { id: 3 }),
+            rejected: Some(crate::outcome::Reject::NoSuchMember { id: 3 }),
             outcome: Default::default(),
         };
         let err = check_step(
@@ -1110,7 +1111,7 @@ mod tests {
         after.revision += 1;
         let resp = Response {
             revision: after.revision,
-            rejected: Some(crate::command::Reject::WouldLoseQuorum),
+            rejected: Some(crate::outcome::Reject::WouldLoseQuorum),
             outcome: Default::default(),
         };
         let err = check_step(

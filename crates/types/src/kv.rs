@@ -5,11 +5,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use crate::command::{Outcome, Reject};
 use crate::limits::{
     MAX_KEYS, MAX_KEY_BYTES, MAX_KV_EVENTS_RETAINED, MAX_KV_EVENT_BYTES, MAX_KV_TOTAL_BYTES,
     MAX_VALUE_BYTES,
 };
+use crate::outcome::{Outcome, Reject};
 
 /// A key-value operation, carried by [`crate::Command::Kv`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,19 +16,19 @@ pub mod kv;
 pub mod limits;
 pub mod lock;
 pub mod member;
+pub mod outcome;
 pub mod state;
 pub mod status;
 pub mod time;
 
-pub use command::{
-    op_revision, Command, DataCommand, OpResult, Outcome, Reject, RemoveReason, Request, Response,
-};
+pub use command::{Command, DataCommand, RemoveReason, Request};
 pub use error::{ApiError, ErrorCode};
 pub use event::{Event, EventKind};
 pub use id::{fmt_id, parse_id, ClusterId, NodeId};
 pub use kv::{KvEntry, KvEvent, KvOp, KvRange, KvSpace, Value};
 pub use lock::{Lock, LockGrant, LockOp, LockTable, Waiter};
 pub use member::{Member, Role, Status};
+pub use outcome::{op_revision, OpResult, Outcome, Reject, Response};
 pub use state::ClusterState;
 pub use status::ClusterStatus;
 pub use time::millis;

@@ -8,11 +8,11 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::command::{Outcome, Reject};
 use crate::limits::{
     MAX_LOCKS, MAX_LOCK_OWNER_BYTES, MAX_LOCK_RESOURCE_BYTES, MAX_LOCK_TTL_MS, MAX_LOCK_WAITERS,
     MAX_LOCK_WAIT_MS, MIN_LOCK_TTL_MS,
 };
+use crate::outcome::{Outcome, Reject};
 
 /// A lock operation, carried by [`crate::Command::Lock`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,15 +4,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::check::{check_addr, check_name};
-use crate::command::{
-    op_revision, Command, DataCommand, OpResult, Outcome, Reject, RemoveReason, Request, Response,
-};
+use crate::command::{Command, DataCommand, RemoveReason, Request};
 use crate::event::{Event, EventKind};
 use crate::id::{ClusterId, NodeId};
 use crate::kv::KvSpace;
 use crate::limits::{MAX_EVENTS_RETAINED, MAX_MEMBERS, MAX_VOTERS_LIMIT, OPS_PER_ENTRY};
 use crate::lock::LockTable;
 use crate::member::{Member, Role, Status};
+use crate::outcome::{op_revision, OpResult, Outcome, Reject, Response};
 
 /// The replicated cluster state: members, the cluster id and the revision.
 ///
@@ -301,7 +300,7 @@ impl ClusterState {
             if m.name != name {
                 return Err(invalid(format!(
                     "id {} already belongs to {}",
-                    crate::fmt_id(id),
+                    crate::id::fmt_id(id),
                     m.name
                 )));
             }
