@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use ekka_store::DataDir;
 use ekka_types::{ApiError, ClusterStatus, NodeId};
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{warn, Instrument};
 
 use crate::config::NodeConfig;
 use crate::data::Data;
@@ -49,6 +49,11 @@ impl Node {
     /// possibly new address). Configuration problems are `invalid_config` errors, raised before
     /// anything is bound.
     pub async fn start(cfg: NodeConfig) -> Result<Node, ApiError> {
+        let span = tracing::info_span!("node", node = %cfg.name);
+        Self::start_in(cfg, span.clone()).instrument(span).await
+    }
+
+    async fn start_in(cfg: NodeConfig, span: tracing::Span) -> Result<Node, ApiError> {
         cfg.validate()?;
         let raft_config = Arc::new(cfg.raft_config()?);
         let dir = DataDir::open(&cfg.data_dir).map_err(cfg_err)?;
@@ -96,6 +101,7 @@ impl Node {
             incarnation,
             conflict: transport_conflict,
             duplicates: Mutex::default(),
+            span,
         });
         let (data, batch_rx) = Data::new(inner.clone());
         crate::transport::server::spawn(inner.clone(), data.clone(), listener);
@@ -113,6 +119,10 @@ impl Node {
             inner.spawn(crate::membership::autocluster::run(inner.clone(), d.0));
         }
         Ok(Node { inner, data })
+    }
+
+    fn span(&self) -> tracing::Span {
+        self.inner.span.clone()
     }
 
     /// The address the gRPC server is bound to.
@@ -142,17 +152,17 @@ impl Node {
 
     /// Makes this node join the cluster that the node at `addr` belongs to.
     pub async fn join(&self, addr: &str) -> Result<JoinOutcome, ApiError> {
-        self.inner.join(addr).await
+        self.inner.join(addr).instrument(self.span()).await
     }
 
     /// Makes this node leave its cluster; it then runs alone as a fresh one-node cluster.
     pub async fn leave(&self) -> Result<(), ApiError> {
-        self.inner.leave().await
+        self.inner.leave().instrument(self.span()).await
     }
 
     /// Removes another member, up or down, by name or 16-digit hex id.
     pub async fn force_leave(&self, name: &str) -> Result<ForceLeaveOutcome, ApiError> {
-        self.inner.force_leave(name).await
+        self.inner.force_leave(name).instrument(self.span()).await
     }
 
     /// The cluster as this node sees it: from the leader when one is reachable, else local.

@@ -11,6 +11,7 @@ use ekka_store::{DataDir, Raft, SharedState};
 use ekka_types::{ApiError, ErrorCode, NodeId};
 use rand::Rng;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::config::NodeConfig;
 use crate::error::internal;
@@ -86,6 +87,9 @@ pub(crate) struct Inner {
     pub(crate) conflict: Arc<watch::Sender<Option<String>>>,
     /// Candidates refused as a second process with a member's id: (node id, incarnation).
     pub(crate) duplicates: Mutex<std::collections::HashSet<(NodeId, u64)>>,
+    /// This node's span (`node` = its name): its tasks, requests and API calls log inside it, so
+    /// the lines of nodes sharing a process say which node wrote them.
+    pub(crate) span: tracing::Span,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -142,7 +146,7 @@ impl Inner {
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.tasks.spawn(task)
+        self.tasks.spawn(task.instrument(self.span.clone()))
     }
 
     pub(crate) fn core(&self) -> Arc<Core> {

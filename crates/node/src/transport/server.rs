@@ -43,7 +43,9 @@ pub(crate) fn spawn(inner: Arc<Inner>, data: Arc<Data>, listener: tokio::net::Tc
     .max_decoding_message_size(MAX_RPC_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_RPC_MESSAGE_BYTES);
     let mut shutdown = inner.shutdown.subscribe();
+    let span = inner.span.clone();
     let router = tonic::transport::Server::builder()
+        .trace_fn(move |_| span.clone())
         .add_service(tonic::service::interceptor::InterceptedService::new(
             peer,
             check.clone(),
