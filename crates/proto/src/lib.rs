@@ -44,29 +44,32 @@ pub enum ProtoError {
     },
 }
 
+/// The ekka error code a status carries in its `ERROR_HEADER`, if it carries one.
+pub fn ekka_code(st: &tonic::Status) -> Option<ErrorCode> {
+    st.metadata()
+        .get(ERROR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<ErrorCode>().ok())
+}
+
 /// Reads an API error back from a gRPC status made by the server's `to_status`. A status without
 /// an ekka error code is classified by its gRPC code; a transport failure (nothing answered) is
 /// `node_down`.
 pub fn error_from_status(st: &tonic::Status) -> ApiError {
-    let code = st
-        .metadata()
-        .get(ERROR_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse::<ErrorCode>().ok())
-        .unwrap_or(match st.code() {
-            tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
-            tonic::Code::InvalidArgument => ErrorCode::InvalidArgument,
-            tonic::Code::Unavailable => ErrorCode::NodeDown,
-            tonic::Code::DeadlineExceeded => ErrorCode::Unavailable,
-            // No ekka code: the connection failed (h2 reset, "transport error", a process
-            // killed mid-answer), never an internal error of the agent. Callers that sent a
-            // write turn this into outcome_unknown first.
-            tonic::Code::Unknown
-            | tonic::Code::Internal
-            | tonic::Code::Cancelled
-            | tonic::Code::Aborted => ErrorCode::Unavailable,
-            _ => ErrorCode::Internal,
-        });
+    let code = ekka_code(st).unwrap_or(match st.code() {
+        tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
+        tonic::Code::InvalidArgument => ErrorCode::InvalidArgument,
+        tonic::Code::Unavailable => ErrorCode::NodeDown,
+        tonic::Code::DeadlineExceeded => ErrorCode::Unavailable,
+        // No ekka code: the connection failed (h2 reset, "transport error", a process
+        // killed mid-answer), never an internal error of the agent. Callers that sent a
+        // write turn this into outcome_unknown first.
+        tonic::Code::Unknown
+        | tonic::Code::Internal
+        | tonic::Code::Cancelled
+        | tonic::Code::Aborted => ErrorCode::Unavailable,
+        _ => ErrorCode::Internal,
+    });
     let leader = st
         .metadata()
         .get(LEADER_HEADER)

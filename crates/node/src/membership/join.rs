@@ -182,7 +182,7 @@ impl Inner {
         let mut p = self
             .transport
             .peer(addr, false)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e))?;
+            .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.to_string()))?;
         match tokio::time::timeout(Duration::from_secs(3), p.hello(pb::HelloRequest {})).await {
             Err(_) => Err(ApiError::new(
                 ErrorCode::NodeDown,

@@ -10,6 +10,7 @@ use ekka_proto::pb::{RaftPayload, SnapshotChunk};
 use ekka_proto::{envelope, PAYLOAD_VERSION};
 use ekka_store::{LogStore, NodeId, SharedState, TypeConfig};
 use ekka_types::limits::SNAPSHOT_CHUNK_BYTES;
+use ekka_types::ErrorCode;
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
     StreamingError, Unreachable,
@@ -86,18 +87,12 @@ impl PeerConn {
 
     fn status_err<E: std::error::Error>(&self, st: tonic::Status) -> RpcErr<E> {
         self.transport.note_refused(&self.addr(), &st);
-        let removed = st
-            .metadata()
-            .get(ekka_proto::ERROR_HEADER)
-            .is_some_and(|v| v.as_bytes() == b"node_not_in_cluster");
-        if removed {
+        let code = ekka_proto::ekka_code(&st);
+        if code == Some(ErrorCode::NodeNotInCluster) {
             self.transport.removed.send_replace(true);
         }
-        let duplicate = st
-            .metadata()
-            .get(ekka_proto::ERROR_HEADER)
-            .is_some_and(|v| v.as_bytes() == b"invalid_config");
-        if duplicate {
+        // Another process runs with this node's id (`identity.rs`).
+        if code == Some(ErrorCode::InvalidConfig) {
             let msg = st.message().to_string();
             self.transport.conflict.send_if_modified(|c| {
                 let first = c.is_none();
@@ -139,7 +134,7 @@ impl PeerConn {
     fn client<E: std::error::Error>(&self) -> Result<Peer, RpcErr<E>> {
         self.transport
             .peer(&self.addr(), false)
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&Msg(e))))
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
     }
 }
 
@@ -208,7 +203,7 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         let mut c = self
             .transport
             .peer(&self.addr(), false)
-            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&Msg(e))))?;
+            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
         let meta = envelope::encode(&(&vote, &snapshot.meta)).map_err(|e| net(&e))?;
         let data = snapshot.snapshot.into_inner();
         let total = data.len() as u64;

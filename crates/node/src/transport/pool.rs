@@ -96,10 +96,23 @@ impl<K: std::hash::Hash + Eq> LogThrottle<K> {
     }
 }
 
+/// Why the transport could not make a client for a peer.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("bad address {addr:?}: {reason}")]
+    BadAddress { addr: String, reason: String },
+    #[error("{what} is not a valid header value: {reason}")]
+    BadHeader { what: &'static str, reason: String },
+}
+
 impl Transport {
     /// `cookie` must be printable ASCII (checked by `NodeConfig::validate`).
-    pub fn new(cookie: &str, cluster_id: Arc<AtomicU64>) -> Result<Self, String> {
-        let cookie = AsciiMetadataValue::try_from(cookie).map_err(|e| format!("cookie: {e}"))?;
+    pub fn new(cookie: &str, cluster_id: Arc<AtomicU64>) -> Result<Self, TransportError> {
+        let cookie =
+            AsciiMetadataValue::try_from(cookie).map_err(|e| TransportError::BadHeader {
+                what: "the cookie",
+                reason: e.to_string(),
+            })?;
         Ok(Transport {
             channels: Arc::default(),
             cookie,
@@ -123,13 +136,16 @@ impl Transport {
         self.cluster_id.load(Ordering::SeqCst)
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
+    fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
         let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
         let ep = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad address {addr:?}: {e}"))?
+            .map_err(|e| TransportError::BadAddress {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -140,9 +156,14 @@ impl Transport {
     }
 
     /// The auth headers of an outgoing call: cookie, current cluster id, forwarded mark.
-    fn outgoing(&self, forwarded: bool) -> Result<Outgoing, String> {
-        let cluster = AsciiMetadataValue::try_from(ekka_types::fmt_id(self.cluster_id()))
-            .map_err(|e| e.to_string())?;
+    fn outgoing(&self, forwarded: bool) -> Result<Outgoing, TransportError> {
+        let cluster =
+            AsciiMetadataValue::try_from(ekka_types::fmt_id(self.cluster_id())).map_err(|e| {
+                TransportError::BadHeader {
+                    what: "the cluster id",
+                    reason: e.to_string(),
+                }
+            })?;
         Ok(Outgoing {
             cookie: self.cookie.clone(),
             cluster,
@@ -156,7 +177,7 @@ impl Transport {
     }
 
     /// A peer client for `addr`; `forwarded` marks a call made on behalf of another node.
-    pub fn peer(&self, addr: &str, forwarded: bool) -> Result<Peer, String> {
+    pub fn peer(&self, addr: &str, forwarded: bool) -> Result<Peer, TransportError> {
         Ok(
             PeerClient::with_interceptor(self.channel(addr)?, self.outgoing(forwarded)?)
                 .max_decoding_message_size(MAX_RPC_MESSAGE_BYTES)
@@ -165,7 +186,7 @@ impl Transport {
     }
 
     /// The channel and auth interceptor for a client of another service at `addr`.
-    pub fn channel_with_auth(&self, addr: &str) -> Result<(Channel, Outgoing), String> {
+    pub fn channel_with_auth(&self, addr: &str) -> Result<(Channel, Outgoing), TransportError> {
         Ok((self.channel(addr)?, self.outgoing(true)?))
     }
 
