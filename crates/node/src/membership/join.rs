@@ -221,6 +221,36 @@ impl Inner {
             ));
         }
         let my_cluster = self.cluster_id();
+        self.check_target(addr, &hello, my_cluster)?;
+        let heal = heal || self.superseded_by(addr, &hello, my_cluster, heal);
+        self.check_own_cluster(&core, &hello, my_cluster, heal)?;
+        if self
+            .joining
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return Err(unavailable("another join of this node is in progress"));
+        }
+        // `leave` clears the flag before it resets this node, so a round that began while this
+        // node was still a member cannot carry it back in once it is a fresh one-node cluster.
+        if auto && !self.autocluster.load(Ordering::SeqCst) {
+            self.joining.store(false, Ordering::SeqCst);
+            return Ok(JoinOutcome::Ignored(
+                "autocluster is disabled (left)".into(),
+            ));
+        }
+        let r = self.join_holding_flag(addr, my_cluster, heal).await;
+        self.joining.store(false, Ordering::SeqCst);
+        r
+    }
+
+    /// Refuses a target in this node's cluster, busy joining, or in the one this one replaced.
+    fn check_target(
+        &self,
+        addr: &str,
+        hello: &pb::HelloReply,
+        my_cluster: u64,
+    ) -> Result<(), ApiError> {
         if hello.cluster_id != 0 && hello.cluster_id == my_cluster {
             return Err(self.already_together(&hello.name, my_cluster));
         }
@@ -241,6 +271,17 @@ impl Inner {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Whether the target's cluster was recovered from this node's, logging so unless `heal`.
+    fn superseded_by(
+        &self,
+        addr: &str,
+        hello: &pb::HelloReply,
+        my_cluster: u64,
+        heal: bool,
+    ) -> bool {
         // The target's cluster was recovered (`ekka cluster recover`) from this node's: this
         // node's cluster is a generation the operator gave up on, so it may be left behind
         // whatever its size, as autoheal leaves a cluster (the target may even be in its members).
@@ -253,7 +294,17 @@ impl Inner {
                 "joining the cluster recovered from this node's cluster: dropping this node's copy of the old one"
             );
         }
-        let heal = heal || superseded;
+        superseded
+    }
+
+    /// Unless `heal`, refuses to join while this node's cluster has the target or other members.
+    fn check_own_cluster(
+        &self,
+        core: &Core,
+        hello: &pb::HelloReply,
+        my_cluster: u64,
+        heal: bool,
+    ) -> Result<(), ApiError> {
         let (n_members, has_target) = {
             let st = core.state.read().unwrap_or_else(|e| e.into_inner());
             (st.members.len(), st.members.contains_key(&hello.node_id))
@@ -272,24 +323,7 @@ impl Inner {
                 ),
             ));
         }
-        if self
-            .joining
-            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
-            return Err(unavailable("another join of this node is in progress"));
-        }
-        // `leave` clears the flag before it resets this node, so a round that began while this
-        // node was still a member cannot carry it back in once it is a fresh one-node cluster.
-        if auto && !self.autocluster.load(Ordering::SeqCst) {
-            self.joining.store(false, Ordering::SeqCst);
-            return Ok(JoinOutcome::Ignored(
-                "autocluster is disabled (left)".into(),
-            ));
-        }
-        let r = self.join_holding_flag(addr, my_cluster, heal).await;
-        self.joining.store(false, Ordering::SeqCst);
-        r
+        Ok(())
     }
 
     pub(crate) async fn join_holding_flag(
@@ -332,32 +366,13 @@ impl Inner {
         .await?;
         req.dry_run = false;
         let deadline = Instant::now() + self.cfg.op_timeout;
-        let mut unknown = false;
-        let added = loop {
-            match self.add_at(addr, req.clone()).await {
-                Err(e) if retryable(&e) && Instant::now() < deadline => {
-                    unknown |= e.code == ErrorCode::OutcomeUnknown;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                other => break other,
-            }
-        };
-        match &added {
+        let (added, unknown) = self.add_with_retry(addr, &req, deadline).await;
+        if let Err(e) = &added {
             // The cluster may have added this node: restoring the one-node cluster would leave
             // a member that never comes. Finish the join in the background, as after a restart.
-            Err(ref e) if unknown || e.code == ErrorCode::OutcomeUnknown => {
-                let intent = self.data.join_intent().map_err(internal)?;
-                if let Some(j) = intent {
-                    warn!(error = %e, "the join's outcome is unknown; finishing it in the background");
-                    self.spawn(self.clone().resume_join(j));
-                    return Err(outcome_unknown(format!(
-                        "the cluster at {addr} may have added this node ({}); the join goes on \
-                         in the background",
-                        e.message
-                    )));
-                }
+            if unknown || e.code == ErrorCode::OutcomeUnknown {
+                self.join_in_background(addr, e)?;
             }
-            _ => {}
         }
         if let Err(e) = added {
             warn!(error = %e, "join failed after the check; restoring the one-node cluster");
@@ -374,6 +389,41 @@ impl Inner {
         Ok(JoinOutcome::Joined {
             cluster_id: check.cluster_id,
         })
+    }
+
+    /// Asks `addr` to add this node until done or `deadline`, and says if any try went unknown.
+    async fn add_with_retry(
+        &self,
+        addr: &str,
+        req: &pb::AddMemberRequest,
+        deadline: Instant,
+    ) -> (Result<pb::AddMemberReply, ApiError>, bool) {
+        let mut unknown = false;
+        let added = loop {
+            match self.add_at(addr, req.clone()).await {
+                Err(e) if retryable(&e) && Instant::now() < deadline => {
+                    unknown |= e.code == ErrorCode::OutcomeUnknown;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other,
+            }
+        };
+        (added, unknown)
+    }
+
+    /// If the join intent is recorded, resumes it in the background and errs `outcome_unknown`.
+    fn join_in_background(self: &Arc<Self>, addr: &str, e: &ApiError) -> Result<(), ApiError> {
+        let intent = self.data.join_intent().map_err(internal)?;
+        if let Some(j) = intent {
+            warn!(error = %e, "the join's outcome is unknown; finishing it in the background");
+            self.spawn(self.clone().resume_join(j));
+            return Err(outcome_unknown(format!(
+                "the cluster at {addr} may have added this node ({}); the join goes on \
+                 in the background",
+                e.message
+            )));
+        }
+        Ok(())
     }
 
     pub(crate) async fn add_at(

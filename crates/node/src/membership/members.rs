@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ekka_proto::pb;
-use ekka_types::{fmt_id, ApiError, Command, ErrorCode, NodeId, RemoveReason, Status};
+use ekka_types::{
+    fmt_id, ApiError, ClusterState, Command, ErrorCode, Member, NodeId, RemoveReason, Status,
+};
 use openraft::{BasicNode, ChangeMembers};
 use tracing::{info, warn};
 
@@ -80,17 +82,7 @@ impl Inner {
                 return Ok(reply(st.revision));
             }
         }
-        let old = st
-            .member_by_name(&req.name)
-            .filter(|m| m.id != req.node_id)
-            .cloned();
-        if let Some(o) = &old {
-            if o.status != Status::Down {
-                return Err(from_reject(ekka_types::Reject::NameInUse {
-                    name: req.name.clone(),
-                }));
-            }
-        }
+        let old = down_namesake(&st, &req)?;
         let plan = match &old {
             Some(o) => Some(st.plan_remove(o.id).map_err(from_reject)?),
             None => None,
@@ -116,6 +108,15 @@ impl Inner {
                 },
             )
             .await?;
+        let added_at = self.add_learner(&core, &req).await?;
+        drop(guard);
+        info!(name = %req.name, id = %fmt_id(req.node_id), addr = %req.addr, "added learner");
+        self.spawn(self.clone().finish_join(core, req.node_id, added_at));
+        Ok(reply(resp.revision))
+    }
+
+    /// Adds the joiner of `req` as a Raft learner; returns the log index of that change.
+    async fn add_learner(&self, core: &Core, req: &pb::AddMemberRequest) -> Result<u64, ApiError> {
         let fut = core.raft.add_learner(
             req.node_id,
             BasicNode {
@@ -127,13 +128,7 @@ impl Inner {
             .await
             .map_err(|_| unavailable("no quorum: adding the learner did not commit"))?
             .map_err(write_err)?;
-        drop(guard);
-        info!(name = %req.name, id = %fmt_id(req.node_id), addr = %req.addr, "added learner");
-        self.spawn(
-            self.clone()
-                .finish_join(core, req.node_id, added.log_id.index),
-        );
-        Ok(reply(resp.revision))
+        Ok(added.log_id.index)
     }
 
     /// Once the new learner has caught up: promote learners if a voter seat is free, then mark
@@ -335,4 +330,23 @@ impl Inner {
             revision: resp.revision,
         })
     }
+}
+
+/// The other member named as `req`'s joiner, which the joiner replaces; refused unless it is down.
+fn down_namesake(
+    st: &ClusterState,
+    req: &pb::AddMemberRequest,
+) -> Result<Option<Member>, ApiError> {
+    let old = st
+        .member_by_name(&req.name)
+        .filter(|m| m.id != req.node_id)
+        .cloned();
+    if let Some(o) = &old {
+        if o.status != Status::Down {
+            return Err(from_reject(ekka_types::Reject::NameInUse {
+                name: req.name.clone(),
+            }));
+        }
+    }
+    Ok(old)
 }

@@ -1,10 +1,11 @@
 //! The leader's status monitor: commits `MarkDown`/`MarkUp` from who answers Raft RPCs, promotes
 //! learners into free voter seats, and removes member records whose Raft membership is gone.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ekka_types::{fmt_id, Command, RemoveReason, Status};
+use ekka_types::{fmt_id, ClusterState, Command, NodeId, RemoveReason, Status};
 use tracing::{info, warn};
 
 use crate::runtime::core::{now_ms, Core, Inner};
@@ -47,6 +48,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     }
 }
 
+/// One pass of the leader's monitor: statuses, stale records, promotions, a down voter's seat.
 async fn round(
     inner: &Arc<Inner>,
     core: &Core,
@@ -60,6 +62,37 @@ async fn round(
     if st.cluster_id == 0 {
         return Ok(());
     }
+    for cmd in status_changes(inner, core, &st, leader_since) {
+        inner.propose_on(core, cmd).await?;
+    }
+
+    // Membership housekeeping is serialized with joins and removals.
+    let Ok(_guard) = inner.try_op_lock() else {
+        return Ok(());
+    };
+    let st = core
+        .state
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .membership();
+    let (_, in_raft) = raft_roles(core);
+    remove_stale_records(inner, core, &st, &in_raft).await?;
+    let st = core
+        .state
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .membership();
+    inner.promote(core, &st).await?;
+    replace_down_voter(inner, core, &in_raft).await
+}
+
+/// The `MarkUp`/`MarkDown` commands due for the members in `st`, from who answers Raft RPCs.
+fn status_changes(
+    inner: &Inner,
+    core: &Core,
+    st: &ClusterState,
+    leader_since: Instant,
+) -> Vec<Command> {
     let now = Instant::now();
     let down_after = inner.cfg.down_after;
     let fresh = inner.cfg.heartbeat_interval * 4;
@@ -99,20 +132,16 @@ async fn round(
             _ => {}
         }
     }
-    for cmd in cmds {
-        inner.propose_on(core, cmd).await?;
-    }
+    cmds
+}
 
-    // Membership housekeeping is serialized with joins and removals.
-    let Ok(_guard) = inner.try_op_lock() else {
-        return Ok(());
-    };
-    let st = core
-        .state
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .membership();
-    let (_, in_raft) = raft_roles(core);
+/// Removes the records in `st` of members not in `in_raft`, the Raft membership (joiners aside).
+async fn remove_stale_records(
+    inner: &Arc<Inner>,
+    core: &Core,
+    st: &ClusterState,
+    in_raft: &BTreeSet<NodeId>,
+) -> Result<(), ekka_types::ApiError> {
     for m in st.members.values() {
         if !in_raft.contains(&m.id) && m.status != Status::Joining {
             let reason = if m.status == Status::Leaving {
@@ -126,13 +155,15 @@ async fn round(
                 .await?;
         }
     }
-    let st = core
-        .state
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .membership();
-    inner.promote(core, &st).await?;
+    Ok(())
+}
 
+/// Replaces one voter that has been down too long by an up, caught-up learner in `in_raft`.
+async fn replace_down_voter(
+    inner: &Arc<Inner>,
+    core: &Core,
+    in_raft: &BTreeSet<NodeId>,
+) -> Result<(), ekka_types::ApiError> {
     // Replace one voter that has been down too long by an up learner (committed down-since, so a
     // new leader neither resets nor shortens the clock). The count of voters stays the same.
     let st = core

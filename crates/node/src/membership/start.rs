@@ -76,24 +76,8 @@ impl Inner {
     async fn announce_loop(self: Arc<Self>, gated: bool) {
         let mut shutdown = self.shutdown.subscribe();
         let mut gated = gated;
-        let open_gate = |core: &Core, gated: &mut bool| {
-            if *gated {
-                core.raft.runtime_config().elect(true);
-                *gated = false;
-            }
-        };
         if gated {
-            // Opens the gate after ANNOUNCE_GRACE however long the announces take (a refusal
-            // stops the Raft core first).
-            let core = self.core();
-            let mut shutdown = self.shutdown.subscribe();
-            self.spawn(async move {
-                tokio::select! {
-                    _ = tokio::time::sleep(ANNOUNCE_GRACE) => {}
-                    _ = shutdown.changed() => return,
-                }
-                core.raft.runtime_config().elect(true);
-            });
+            self.open_gate_after_grace();
         }
         // The Raft instance whose membership this loop announces. Once the node resets (a join,
         // e.g. of a cluster recovered from this one, a leave or a removal) the announcement is
@@ -103,63 +87,90 @@ impl Inner {
             if !Arc::ptr_eq(&self.core(), &mine) {
                 return;
             }
-            let core = mine.clone();
-            let log_end = core
-                .raft
-                .metrics()
-                .borrow()
-                .last_log_index
-                .map_or(0, |i| i + 1);
-            let req = pb::AnnounceRequest {
-                node_id: core.node_id,
-                addr: self.addr.clone(),
-                incarnation: self.incarnation,
-                log_end,
-            };
-            let peers = self.peer_addrs(&core);
-            for addr in peers {
-                let Ok(mut p) = self.transport.peer(&addr, false) else {
-                    continue;
-                };
-                match tokio::time::timeout(Duration::from_secs(2), p.announce(req.clone())).await {
-                    Ok(Ok(_)) => {
-                        info!(%addr, "announced this member's address");
-                        open_gate(&core, &mut gated);
-                        return;
-                    }
-                    Ok(Err(st)) if from_status(&st).code == ErrorCode::NodeNotInCluster => {
-                        open_gate(&core, &mut gated);
-                        if Arc::ptr_eq(&self.core(), &mine) && !self.joining.load(Ordering::SeqCst)
-                        {
-                            warn!(
-                                "the cluster no longer has this member: resetting to a fresh node"
-                            );
-                            self.run_prepare(Action::Heal);
-                            match self
-                                .reset_if(Some(&mine), Reset::Fresh { keep: None })
-                                .await
-                            {
-                                Ok(true) => self.run_reboot(),
-                                Ok(false) => {}
-                                Err(e) => warn!(error = %e, "reset after removal failed"),
-                            }
-                        }
-                        return;
-                    }
-                    Ok(Err(st)) if from_status(&st).code == ErrorCode::InvalidConfig => {
-                        // `stop_on_conflict` stops the Raft core.
-                        self.conflict.send_replace(Some(from_status(&st).message));
-                        return;
-                    }
-                    // Another cluster (e.g. one recovered from ours) answers there: say so, keep
-                    // everything, try the others.
-                    Ok(Err(st)) => self.transport.note_refused(&addr, &st),
-                    _ => {}
-                }
+            if self.announce_round(&mine, &mut gated).await {
+                return;
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Turns elections on after `ANNOUNCE_GRACE`, unless the node shuts down first.
+    fn open_gate_after_grace(&self) {
+        // Opens the gate after ANNOUNCE_GRACE however long the announces take (a refusal
+        // stops the Raft core first).
+        let core = self.core();
+        let mut shutdown = self.shutdown.subscribe();
+        self.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(ANNOUNCE_GRACE) => {}
+                _ = shutdown.changed() => return,
+            }
+            core.raft.runtime_config().elect(true);
+        });
+    }
+
+    /// Announces `mine`'s address to each other member in turn; true once one answer settles it.
+    async fn announce_round(self: &Arc<Self>, mine: &Arc<Core>, gated: &mut bool) -> bool {
+        let core = mine.clone();
+        let req = self.announce_request(&core);
+        let peers = self.peer_addrs(&core);
+        for addr in peers {
+            let Ok(mut p) = self.transport.peer(&addr, false) else {
+                continue;
+            };
+            match tokio::time::timeout(Duration::from_secs(2), p.announce(req.clone())).await {
+                Ok(Ok(_)) => {
+                    info!(%addr, "announced this member's address");
+                    open_gate(&core, gated);
+                    return true;
+                }
+                Ok(Err(st)) if from_status(&st).code == ErrorCode::NodeNotInCluster => {
+                    open_gate(&core, gated);
+                    self.reset_as_removed(mine).await;
+                    return true;
+                }
+                Ok(Err(st)) if from_status(&st).code == ErrorCode::InvalidConfig => {
+                    // `stop_on_conflict` stops the Raft core.
+                    self.conflict.send_replace(Some(from_status(&st).message));
+                    return true;
+                }
+                // Another cluster (e.g. one recovered from ours) answers there: say so, keep
+                // everything, try the others.
+                Ok(Err(st)) => self.transport.note_refused(&addr, &st),
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// The announce of this member's address, incarnation and log end in `core`.
+    fn announce_request(&self, core: &Core) -> pb::AnnounceRequest {
+        let log_end = core
+            .raft
+            .metrics()
+            .borrow()
+            .last_log_index
+            .map_or(0, |i| i + 1);
+        pb::AnnounceRequest {
+            node_id: core.node_id,
+            addr: self.addr.clone(),
+            incarnation: self.incarnation,
+            log_end,
+        }
+    }
+
+    /// Resets to a fresh node, the cluster having dropped it, unless `mine` is gone or it joins.
+    async fn reset_as_removed(self: &Arc<Self>, mine: &Arc<Core>) {
+        if Arc::ptr_eq(&self.core(), mine) && !self.joining.load(Ordering::SeqCst) {
+            warn!("the cluster no longer has this member: resetting to a fresh node");
+            self.run_prepare(Action::Heal);
+            match self.reset_if(Some(mine), Reset::Fresh { keep: None }).await {
+                Ok(true) => self.run_reboot(),
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "reset after removal failed"),
             }
         }
     }
@@ -176,5 +187,13 @@ impl Inner {
             .collect();
         v.sort();
         v.into_iter().map(|(_, a)| a).collect()
+    }
+}
+
+/// Turns elections on in `core` if they are still gated, and ungates.
+fn open_gate(core: &Core, gated: &mut bool) {
+    if *gated {
+        core.raft.runtime_config().elect(true);
+        *gated = false;
     }
 }
