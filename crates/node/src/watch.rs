@@ -1,12 +1,12 @@
 //! Membership event streams (`Node::watch`) and the generic applied-state stream under them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ekka_types::{ApiError, ErrorCode};
 
 use crate::error::unavailable;
 use crate::runtime::core::Inner;
+use crate::timings::*;
 
 impl Inner {
     pub(crate) fn watch(
@@ -84,9 +84,9 @@ impl Inner {
                 tokio::select! {
                     r = applied.changed() => if r.is_err() {
                         // This Raft instance is gone; the next round reports the reset.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        tokio::time::sleep(RETRY_PAUSE).await;
                     },
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = tokio::time::sleep(WATCH_IDLE_CHECK) => {}
                     _ = tx.closed() => return,
                     _ = shutdown.changed() => return,
                 }

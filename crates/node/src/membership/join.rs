@@ -14,6 +14,7 @@ use crate::runtime::core::{Action, Core, Inner};
 use crate::runtime::leader::retryable;
 
 use super::reset::Reset;
+use crate::timings::*;
 
 /// The result of `join`: joined, or ekka's `ignore` with a reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,7 +43,7 @@ impl Inner {
     /// `j.target` belongs to another cluster now, it becomes its one-node cluster again.
     pub(crate) async fn resume_join(self: Arc<Self>, j: ekka_store::JoinIntent) {
         let mut shutdown = self.shutdown.subscribe();
-        let mut delay = Duration::from_millis(50);
+        let mut delay = RESUME_FIRST_PAUSE;
         let outcome: Result<(), ApiError> = loop {
             let core = self.core();
             if self.is_member(&core) {
@@ -81,7 +82,7 @@ impl Inner {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.changed() => return,
             }
-            delay = (delay * 2).min(Duration::from_secs(2));
+            delay = (delay * 2).min(RESUME_MAX_PAUSE);
         };
         match outcome {
             Ok(()) => {
@@ -183,7 +184,7 @@ impl Inner {
             .transport
             .peer(addr, false)
             .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.to_string()))?;
-        match tokio::time::timeout(Duration::from_secs(3), p.hello(pb::HelloRequest {})).await {
+        match tokio::time::timeout(HELLO_TIMEOUT, p.hello(pb::HelloRequest {})).await {
             Err(_) => Err(ApiError::new(
                 ErrorCode::NodeDown,
                 format!("nothing answers at {addr}"),
@@ -403,7 +404,7 @@ impl Inner {
             match self.add_at(addr, req.clone()).await {
                 Err(e) if retryable(&e) && Instant::now() < deadline => {
                     unknown |= e.code == ErrorCode::OutcomeUnknown;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 other => break other,
             }
@@ -536,7 +537,7 @@ impl Inner {
                 Err(e) if unknown && e.code == ErrorCode::NodeNotInCluster => return Ok(()),
                 Err(e) if retryable(&e) && Instant::now() < deadline => {
                     unknown |= e.code == ErrorCode::OutcomeUnknown;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 // Unavailable now, but an earlier try may have gone through.
                 Err(e) if unknown && e.code == ErrorCode::Unavailable => {

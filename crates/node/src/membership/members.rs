@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ekka_proto::pb;
 use ekka_types::{
@@ -16,6 +15,7 @@ use tracing::{info, warn};
 use crate::error::{from_reject, internal, unavailable};
 use crate::runtime::core::{Core, Inner};
 use crate::runtime::leader::{raft_err, write_err};
+use crate::timings::*;
 
 impl Inner {
     pub(crate) async fn add_member(
@@ -322,7 +322,7 @@ impl Inner {
             self.spawn(async move {
                 if let Ok(mut p) = t.peer(&member.addr, false) {
                     let n = pb::RemovedNotice { node_id: id };
-                    let _ = tokio::time::timeout(Duration::from_secs(2), p.removed(n)).await;
+                    let _ = tokio::time::timeout(REMOVED_NOTICE_TIMEOUT, p.removed(n)).await;
                 }
             });
         }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ekka_types::{fmt_id, ClusterState, Command, NodeId, RemoveReason, Status};
 use tracing::{info, warn};
@@ -11,11 +11,12 @@ use tracing::{info, warn};
 use crate::runtime::core::{now_ms, Core, Inner};
 
 use super::status::raft_roles;
+use crate::timings::*;
 
 /// Runs until the node shuts down. Only acts while this node is the leader.
 pub(crate) async fn run(inner: Arc<Inner>) {
     let mut shutdown = inner.shutdown.subscribe();
-    let period = inner.cfg.heartbeat_interval.max(Duration::from_millis(20));
+    let period = inner.cfg.heartbeat_interval.max(MONITOR_MIN_PERIOD);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // (term, node id, when this node became leader in that term)

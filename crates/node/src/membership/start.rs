@@ -3,7 +3,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ekka_proto::pb;
 use ekka_types::{fmt_id, ApiError, ErrorCode, NodeId};
@@ -91,7 +90,7 @@ impl Inner {
                 return;
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tokio::time::sleep(ANNOUNCE_EVERY) => {}
                 _ = shutdown.changed() => return,
             }
         }
@@ -121,7 +120,7 @@ impl Inner {
             let Ok(mut p) = self.transport.peer(&addr, false) else {
                 continue;
             };
-            match tokio::time::timeout(Duration::from_secs(2), p.announce(req.clone())).await {
+            match tokio::time::timeout(ANNOUNCE_TIMEOUT, p.announce(req.clone())).await {
                 Ok(Ok(_)) => {
                     info!(%addr, "announced this member's address");
                     open_gate(&core, gated);

@@ -2,13 +2,13 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ekka_proto::pb;
 use ekka_types::{ApiError, ClusterStatus, NodeId};
 
 use crate::error::{from_status, internal, unavailable};
 use crate::runtime::core::{Core, Inner};
+use crate::timings::*;
 
 impl Inner {
     /// The status as this node sees it, or as the leader sees it when `!local` and it answers.
@@ -34,7 +34,7 @@ impl Inner {
     async fn status_at(&self, addr: &str) -> Result<ClusterStatus, ApiError> {
         let (ch, auth) = self.transport.channel_with_auth(addr).map_err(internal)?;
         let mut c = pb::cluster_client::ClusterClient::with_interceptor(ch, auth);
-        let r = tokio::time::timeout(Duration::from_secs(1), c.status(pb::StatusRequest {}))
+        let r = tokio::time::timeout(LEADER_STATUS_TIMEOUT, c.status(pb::StatusRequest {}))
             .await
             .map_err(|_| unavailable("leader did not answer"))?
             .map_err(|s| from_status(&s))?;

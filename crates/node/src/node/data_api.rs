@@ -12,6 +12,7 @@ use tracing::warn;
 use crate::data::{LocalLocks, Read};
 
 use super::Node;
+use crate::timings::*;
 
 /// A lock held by this process through [`Node::lock`]: renewed in the background until dropped
 /// or released. Dropping it releases the lock (best effort; the lease ends it otherwise).
@@ -112,7 +113,7 @@ impl Node {
         let lost2 = lost.clone();
         let mut shutdown = self.inner.shutdown.subscribe();
         self.inner.spawn(async move {
-            let period = (ttl / 3).max(Duration::from_millis(10));
+            let period = (ttl / 3).max(RENEW_MIN_PERIOD);
             loop {
                 tokio::select! {
                     r = &mut stopped => {

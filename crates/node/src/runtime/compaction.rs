@@ -7,19 +7,13 @@
 //! Every node (leader or follower) compacts its own log.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use openraft::LogId;
 use tracing::{debug, info};
 
 use crate::runtime::core::{Core, Inner};
-
-/// A snapshot asked for but not seen this long is asked for again (openraft drops a trigger that
-/// arrives while a build runs).
-const SNAPSHOT_RETRIGGER_AFTER: Duration = Duration::from_secs(5);
-
-/// How often the task looks whether the node replaced its Raft instance (reset, rejoin).
-const CORE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+use crate::timings::*;
 
 /// Where the node's log and snapshot stand (from openraft's metrics and the log store).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,17 +9,13 @@
 //! holds after a failed write is known again only after a restart, which replays the durable log.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ekka_types::{ApiError, ErrorCode};
 use openraft::error::Fatal;
 use tracing::error;
 
 use crate::runtime::core::{Core, Inner};
-
-/// How often the watcher looks again when the core's metrics cannot wake it (a core that was
-/// stopped on purpose, or replaced by a reset).
-const FAULT_POLL: Duration = Duration::from_millis(200);
+use crate::timings::*;
 
 /// The fault of `core`: it stopped on a storage error (or a panic), or a flush of its store
 /// failed (which stops it at its next write or apply; a follower may not write for a while).

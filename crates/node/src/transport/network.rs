@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::pool::{Peer, Transport};
+use crate::timings::*;
 
 /// openraft's network factory for one Raft instance. Addresses come from the committed members
 /// (so a member that restarted on a new address is reached there), falling back to the address
@@ -229,8 +230,7 @@ impl RaftNetwork<TypeConfig> for PeerConn {
             offset = end;
         }
         // A second per MiB on top of the usual deadline.
-        let limit =
-            option.hard_ttl().max(Duration::from_secs(10)) + Duration::from_secs(total >> 20);
+        let limit = option.hard_ttl().max(SNAPSHOT_SEND_MIN) + Duration::from_secs(total >> 20);
         let call = tokio::time::timeout(limit, c.install_snapshot(tokio_stream::iter(chunks)));
         let resp = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),

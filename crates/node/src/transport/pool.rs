@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::timings::*;
 use ekka_proto::pb::peer_client::PeerClient;
 use ekka_proto::{CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, SENDER_HEADER};
 use ekka_store::NodeId;
@@ -59,10 +60,6 @@ pub struct Transport {
     /// Set when a member refused this process because another one runs with its node id.
     pub conflict: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
-
-/// How often the same refusal between two clusters is logged (a refused peer retries several
-/// times a second), by the refused node and by the refusing one.
-pub(crate) const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Lets a log line through at most once per `every` for each key.
 pub(crate) struct LogThrottle<K> {
@@ -146,9 +143,9 @@ impl Transport {
                 addr: addr.to_string(),
                 reason: e.to_string(),
             })?
-            .connect_timeout(Duration::from_millis(500))
+            .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
+            .http2_keep_alive_interval(KEEPALIVE_EVERY)
             .keep_alive_while_idle(true);
         let ch = ep.connect_lazy();
         map.insert(addr.to_string(), ch.clone());

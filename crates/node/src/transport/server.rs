@@ -23,7 +23,8 @@ use crate::data::{to_payload, Data, Read, ReadQuery};
 use crate::error::to_status;
 use crate::membership::{ForceLeaveOutcome, JoinOutcome};
 use crate::runtime::core::Inner;
-use crate::transport::pool::{LogThrottle, REFUSAL_LOG_EVERY};
+use crate::timings::REFUSAL_LOG_EVERY;
+use crate::transport::pool::LogThrottle;
 
 /// Starts serving both services on `listener` until the node's shutdown signal.
 pub(crate) fn spawn(inner: Arc<Inner>, data: Arc<Data>, listener: tokio::net::TcpListener) {
