@@ -1,15 +1,15 @@
 //! The one envelope of ekka values in protobuf bytes fields: `RaftPayload` (Raft RPCs, forwarded
 //! commands and reads, and their answers) and `SnapshotChunk.meta`. The bytes are
-//! `ekka_types::codec` (a format byte, then MessagePack); the message's `version` says which
+//! `ekka_codec` (a format byte, then MessagePack); the message's `version` says which
 //! encoding the sender used. Nothing else in the workspace encodes or decodes these fields.
 
-use ekka_types::codec;
+use ekka_codec as codec;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::pb::RaftPayload;
 
-/// Version of the payload encoding, as sent: 2 is `ekka_types::codec` (MessagePack). Version 1
+/// Version of the payload encoding, as sent: 2 is `ekka_codec` (MessagePack). Version 1
 /// was JSON, which members still read.
 pub const PAYLOAD_VERSION: u32 = 2;
 

@@ -8,7 +8,7 @@
 //! |--------|--------------------------------------------------|
 //! | `meta` | `format`, `node_id`, `cluster_id`, `recovered_from`, `resetting` |
 //! | `raft` | `vote`, `committed`, `last_purged`               |
-//! | `log`  | entry index (u64 BE) → `Entry` (`ekka_types::codec`) |
+//! | `log`  | entry index (u64 BE) → `Entry` (`ekka_codec`) |
 //! | `sm`   | `snapshot_meta`, `snapshot_data` (the last one)  |
 //!
 //! Crash safety: the first open writes the marker as "initializing", creates the db with its

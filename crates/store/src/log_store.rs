@@ -1,6 +1,6 @@
 //! `LogStore`: openraft's log storage (storage-v2) on sled: entries, vote, committed, last purged.
 //!
-//! Entries are in `ekka_types::codec`'s format (MessagePack; data dirs written before it hold
+//! Entries are in `ekka_codec`'s format (MessagePack; data dirs written before it hold
 //! JSON, which still reads) in the `log` tree under their index (u64 big-endian), checked against
 //! [`MAX_ENTRY_BYTES`] when written and when read. The vote, the committed log id and the last
 //! purged log id are in the `raft` tree. All writes go through one async mutex, so they reach sled
@@ -27,7 +27,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ekka_types::codec;
+use ekka_codec as codec;
 use ekka_types::limits::{MAX_APPEND_BYTES, MAX_ENTRY_BYTES};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{

@@ -2,7 +2,7 @@
 //! the last snapshot is persisted in sled, and openraft replays committed entries after it on
 //! restart (the log store saves `committed`).
 //!
-//! A snapshot is [`SnapshotBody`] in `ekka_types::codec`'s format (JSON in data dirs written
+//! A snapshot is [`SnapshotBody`] in `ekka_codec`'s format (JSON in data dirs written
 //! before it, which still reads): last applied log id, last Raft membership
 //! and the whole `ClusterState`. It is persisted (flushed) before a build returns and before an
 //! install changes the in-memory state, and a persisted snapshot is never replaced by an older
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use ekka_types::codec;
+use ekka_codec as codec;
 use ekka_types::limits::MAX_SNAPSHOT_BYTES;
 use ekka_types::{ClusterState, Command, Request, Response};
 use openraft::storage::{RaftStateMachine, Snapshot};

@@ -5,7 +5,6 @@
 //! reaches the same state.
 
 pub mod check;
-pub mod codec;
 pub mod command;
 pub mod error;
 pub mod event;

@@ -182,7 +182,7 @@ impl<T: serde::de::DeserializeOwned> Reply<T> {
     }
 }
 
-/// A value as a versioned payload (`ekka_types::codec`): a forwarded command or read, and the
+/// A value as a versioned payload (`ekka_codec`): a forwarded command or read, and the
 /// leader's answer.
 pub(crate) fn to_payload<T: Serialize>(v: &T) -> Result<pb::RaftPayload, ApiError> {
     ekka_proto::envelope::seal(v).map_err(internal)

@@ -40,8 +40,7 @@ pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::KvOp;
-    use crate::{Command, Request};
+    use ekka_types::{Command, DataCommand, KvOp, Request};
 
     fn put() -> Request {
         Request {
@@ -90,7 +89,7 @@ mod tests {
             unreachable!()
         };
         let one = encode(&Command::Kv(op.clone())).unwrap();
-        let batched = encode(&crate::DataCommand::Kv(op)).unwrap();
+        let batched = encode(&DataCommand::Kv(op)).unwrap();
         assert_eq!(one, batched);
     }
 }
