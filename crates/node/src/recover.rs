@@ -15,8 +15,8 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use ekka_store::DataDir;
-use ekka_types::{ApiError, Command, ErrorCode, Member, Request};
+use ekka_store::{DataDir, Raft};
+use ekka_types::{ApiError, ClusterState, Command, ErrorCode, Member, NodeId, Request};
 use openraft::{BasicNode, ServerState};
 
 use crate::config::NodeConfig;
@@ -50,34 +50,12 @@ pub async fn recover(dir: &Path) -> Result<RecoverReport, ApiError> {
     let transport =
         Transport::new(&cfg.cookie, Arc::new(AtomicU64::new(cluster_id))).map_err(internal)?;
 
-    // Everything this node's log holds counts as committed (as etcd's --force-new-cluster does):
-    // the on-disk committed pointer may lag the last acknowledged writes, and with the rest of
-    // the cluster gone for good, what this node has is all there is.
-    {
-        use openraft::storage::RaftLogStorage;
-        let (mut log, _) = data.open_stores().map_err(internal)?;
-        let last = log.get_log_state().await.map_err(internal)?.last_log_id;
-        if last.is_some() {
-            log.save_committed(last).await.map_err(internal)?;
-            log.append_flushed(std::iter::empty())
-                .await
-                .map_err(internal)?;
-        }
-    }
-    // Replay the log into the state machine, without talking to anyone.
-    let core = build_core(&data, node_id, &transport, &config).await?;
-    core.raft.runtime_config().elect(false);
-    let (st, keys, dropped_locks) = {
-        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
-        let keys: Vec<(String, Vec<u8>)> = st
-            .kv
-            .entries
-            .iter()
-            .map(|(k, e)| (k.clone(), e.value.to_vec()))
-            .collect();
-        (st.membership(), keys, st.locks.locks.len())
-    };
-    core.raft.shutdown().await.map_err(internal)?;
+    commit_whole_log(&data).await?;
+    let Replayed {
+        st,
+        keys,
+        dropped_locks,
+    } = replay(&data, node_id, &transport, &config).await?;
     let Some(me) = st.members.get(&node_id).cloned() else {
         return Err(ApiError::new(
             ErrorCode::NodeNotInCluster,
@@ -91,13 +69,7 @@ pub async fn recover(dir: &Path) -> Result<RecoverReport, ApiError> {
         .cloned()
         .collect();
 
-    // A new generation: a cluster id that neither the old cluster nor anything before it had.
-    let new_cluster_id = loop {
-        let id = rand::random::<u64>();
-        if id != 0 && id != st.cluster_id && id != cluster_id && id != data.recovered_from() {
-            break id;
-        }
-    };
+    let new_cluster_id = new_generation_id(&data, st.cluster_id, cluster_id);
     data.reset().map_err(internal)?;
     data.set_node_id(node_id).map_err(internal)?;
     data.set_recovered(new_cluster_id, st.cluster_id)
@@ -106,6 +78,95 @@ pub async fn recover(dir: &Path) -> Result<RecoverReport, ApiError> {
         .await?
         .raft
         .clone();
+    bootstrap_alone(&raft, &cfg, node_id, &me, new_cluster_id, st.max_voters).await?;
+    let kept_keys = keys.len();
+    carry_keys(&raft, &keys).await?;
+    raft.shutdown().await.map_err(internal)?;
+    Ok(RecoverReport {
+        cluster_id: new_cluster_id,
+        recovered_from: st.cluster_id,
+        kept: me,
+        discarded,
+        kept_keys,
+        dropped_locks,
+    })
+}
+
+/// What replaying the old log left in the state machine.
+struct Replayed {
+    /// The membership part of the state.
+    st: ClusterState,
+    /// Every key with its value.
+    keys: Vec<(String, Vec<u8>)>,
+    /// How many locks were held.
+    dropped_locks: usize,
+}
+
+/// Marks everything this node's log holds as committed.
+///
+/// This is what etcd's --force-new-cluster does: the on-disk committed pointer may lag the last
+/// acknowledged writes, and with the rest of the cluster gone for good, what this node has is
+/// all there is.
+async fn commit_whole_log(data: &DataDir) -> Result<(), ApiError> {
+    use openraft::storage::RaftLogStorage;
+    let (mut log, _) = data.open_stores().map_err(internal)?;
+    let last = log.get_log_state().await.map_err(internal)?.last_log_id;
+    if last.is_some() {
+        log.save_committed(last).await.map_err(internal)?;
+        log.append_flushed(std::iter::empty())
+            .await
+            .map_err(internal)?;
+    }
+    Ok(())
+}
+
+/// Replays the log into the state machine, without talking to anyone, and reads what it holds.
+async fn replay(
+    data: &DataDir,
+    node_id: NodeId,
+    transport: &Transport,
+    config: &Arc<openraft::Config>,
+) -> Result<Replayed, ApiError> {
+    let core = build_core(data, node_id, transport, config).await?;
+    core.raft.runtime_config().elect(false);
+    let replayed = {
+        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        let keys: Vec<(String, Vec<u8>)> = st
+            .kv
+            .entries
+            .iter()
+            .map(|(k, e)| (k.clone(), e.value.to_vec()))
+            .collect();
+        Replayed {
+            st: st.membership(),
+            keys,
+            dropped_locks: st.locks.locks.len(),
+        }
+    };
+    core.raft.shutdown().await.map_err(internal)?;
+    Ok(replayed)
+}
+
+/// A new generation's cluster id: one that neither the old cluster nor anything before it had.
+fn new_generation_id(data: &DataDir, replayed: u64, on_disk: u64) -> u64 {
+    loop {
+        let id = rand::random::<u64>();
+        if id != 0 && id != replayed && id != on_disk && id != data.recovered_from() {
+            break id;
+        }
+    }
+}
+
+/// Makes `raft` the leader of a one-node cluster of `me` (node `node_id`) and commits its
+/// bootstrap as cluster `new_cluster_id`.
+async fn bootstrap_alone(
+    raft: &Raft,
+    cfg: &NodeConfig,
+    node_id: NodeId,
+    me: &Member,
+    new_cluster_id: u64,
+    max_voters: u32,
+) -> Result<(), ApiError> {
     let mut nodes = BTreeMap::new();
     nodes.insert(
         node_id,
@@ -125,12 +186,16 @@ pub async fn recover(dir: &Path) -> Result<RecoverReport, ApiError> {
             id: node_id,
             name: me.name.clone(),
             addr: me.addr.clone(),
-            max_voters: st.max_voters,
+            max_voters,
         },
     };
     raft.client_write(req).await.map_err(internal)?;
-    // The key-value space comes along, key by key (new revisions: watchers resync).
-    let kept_keys = keys.len();
+    Ok(())
+}
+
+/// Writes the key-value space into the recovered cluster, key by key, 256 at a time (new
+/// revisions: watchers resync).
+async fn carry_keys(raft: &Raft, keys: &[(String, Vec<u8>)]) -> Result<(), ApiError> {
     for chunk in keys.chunks(256) {
         let mut writes = tokio::task::JoinSet::new();
         for (key, value) in chunk {
@@ -148,13 +213,5 @@ pub async fn recover(dir: &Path) -> Result<RecoverReport, ApiError> {
             r.map_err(internal)?.map_err(internal)?;
         }
     }
-    raft.shutdown().await.map_err(internal)?;
-    Ok(RecoverReport {
-        cluster_id: new_cluster_id,
-        recovered_from: st.cluster_id,
-        kept: me,
-        discarded,
-        kept_keys,
-        dropped_locks,
-    })
+    Ok(())
 }

@@ -36,75 +36,105 @@ impl Data {
             .revision;
         let resp = match self.propose_data(Command::Lock(op), false).await {
             Ok(r) => r,
-            Err(e) => {
-                if matches!(e.code, ErrorCode::Unavailable | ErrorCode::OutcomeUnknown) {
-                    // The entry may still commit once a quorum is back: undo it then, so a
-                    // failed acquire leaves nothing behind.
-                    let undo = LockOp::Abandon {
-                        resource: resource.into(),
-                        owner: owner.into(),
-                        after: before,
-                    };
-                    let me = self.clone();
-                    let give_up = std::time::Instant::now() + Duration::from_millis(ttl_ms);
-                    let tracker = me.clone();
-                    tracker.spawn(async move {
-                        // Until it commits, or the lease would have ended anyway.
-                        while me
-                            .propose_data(Command::Lock(undo.clone()), false)
-                            .await
-                            .is_err()
-                            && std::time::Instant::now() < give_up
-                            && !*me.shutdown.borrow()
-                        {
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                    });
-                    // The undo makes the outcome certain: nothing stays held.
-                    return Err(unavailable(format!(
-                        "{}; the acquire is undone if it commits",
-                        e.message
-                    )));
-                }
-                return Err(e);
-            }
+            Err(e) => return Err(self.acquire_failed(resource, owner, ttl_ms, before, e)),
         };
         match resp.outcome {
             Outcome::Granted { token, expires_ms } => Ok(LockGrant { token, expires_ms }),
             Outcome::Queued { .. } => {
-                // Should the caller go away while in line, leave the line and give back a
-                // lock granted meanwhile instead of holding it for a whole lease.
-                let mut gone = LeaveLine {
-                    inner: Some(self.clone()),
-                    resource: resource.to_string(),
-                    owner: owner.to_string(),
-                    queued_at: resp.revision,
-                };
-                let local_deadline = Duration::from_millis(wait_ms) + self.cfg.op_timeout;
-                let r = tokio::time::timeout(
-                    local_deadline,
-                    self.wait_for_grant(resource, owner, resp.revision),
-                )
-                .await;
-                gone.inner = None;
-                match r {
-                    Ok(r) => r,
-                    Err(_) => {
-                        // The state never said either way (cut off?): leave the line, and
-                        // give back a hold granted meanwhile.
-                        let op = LockOp::Abandon {
-                            resource: resource.into(),
-                            owner: owner.into(),
-                            after: resp.revision,
-                        };
-                        let _ = self.propose_data(Command::Lock(op), false).await;
-                        Err(unavailable(format!(
-                            "no answer about {resource} within the wait"
-                        )))
-                    }
-                }
+                self.wait_in_line(resource, owner, wait_ms, resp.revision)
+                    .await
             }
             other => Err(internal(format!("unexpected answer to acquire: {other:?}"))),
+        }
+    }
+
+    /// The error for an acquire whose proposal failed with `e`; when it may still commit, first
+    /// sets off its undo.
+    fn acquire_failed(
+        self: &Arc<Self>,
+        resource: &str,
+        owner: &str,
+        ttl_ms: u64,
+        before: u64,
+        e: ApiError,
+    ) -> ApiError {
+        if !matches!(e.code, ErrorCode::Unavailable | ErrorCode::OutcomeUnknown) {
+            return e;
+        }
+        // The entry may still commit once a quorum is back: undo it then, so a failed acquire
+        // leaves nothing behind.
+        let undo = LockOp::Abandon {
+            resource: resource.into(),
+            owner: owner.into(),
+            after: before,
+        };
+        self.spawn_undo(undo, ttl_ms);
+        // The undo makes the outcome certain: nothing stays held.
+        unavailable(format!(
+            "{}; the acquire is undone if it commits",
+            e.message
+        ))
+    }
+
+    /// Proposes `undo` in the background, every 200 ms until it commits, the lease (`ttl_ms`)
+    /// would have ended anyway, or this node shuts down.
+    fn spawn_undo(self: &Arc<Self>, undo: LockOp, ttl_ms: u64) {
+        let me = self.clone();
+        let give_up = std::time::Instant::now() + Duration::from_millis(ttl_ms);
+        let tracker = me.clone();
+        tracker.spawn(async move {
+            // Until it commits, or the lease would have ended anyway.
+            while me
+                .propose_data(Command::Lock(undo.clone()), false)
+                .await
+                .is_err()
+                && std::time::Instant::now() < give_up
+                && !*me.shutdown.borrow()
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+
+    /// Waits in line (queued at revision `queued_at`) until `owner` holds `resource` or the wait
+    /// runs out; leaves the line if the caller goes away or no answer comes in time.
+    async fn wait_in_line(
+        self: &Arc<Self>,
+        resource: &str,
+        owner: &str,
+        wait_ms: u64,
+        queued_at: u64,
+    ) -> Result<LockGrant, ApiError> {
+        // Should the caller go away while in line, leave the line and give back a lock granted
+        // meanwhile instead of holding it for a whole lease.
+        let mut gone = LeaveLine {
+            inner: Some(self.clone()),
+            resource: resource.to_string(),
+            owner: owner.to_string(),
+            queued_at,
+        };
+        let local_deadline = Duration::from_millis(wait_ms) + self.cfg.op_timeout;
+        let r = tokio::time::timeout(
+            local_deadline,
+            self.wait_for_grant(resource, owner, queued_at),
+        )
+        .await;
+        gone.inner = None;
+        match r {
+            Ok(r) => r,
+            Err(_) => {
+                // The state never said either way (cut off?): leave the line, and give back a
+                // hold granted meanwhile.
+                let op = LockOp::Abandon {
+                    resource: resource.into(),
+                    owner: owner.into(),
+                    after: queued_at,
+                };
+                let _ = self.propose_data(Command::Lock(op), false).await;
+                Err(unavailable(format!(
+                    "no answer about {resource} within the wait"
+                )))
+            }
         }
     }
 

@@ -112,6 +112,8 @@ struct Seen {
     addr: String,
 }
 
+/// One round's work under the lock: discovers the live nodes, picks the cluster to be in, and
+/// joins it when this node should.
 async fn discover_and_join(inner: &Arc<Inner>, s: &dyn Strategy) -> Round {
     let peers = match s.discover().await {
         Ok(p) => p,
@@ -123,29 +125,56 @@ async fn discover_and_join(inner: &Arc<Inner>, s: &dyn Strategy) -> Round {
     // rejoin the generation it replaced, and a member of that old generation is not wiped into
     // the recovered one; an operator joins it on purpose.
     let seen = hellos.len();
-    hellos.retain(|(_, h)| {
-        let older = me.recovered_from != 0 && h.cluster_id == me.recovered_from;
-        let newer = h.recovered_from != 0 && h.recovered_from == me.cluster_id;
-        !older && !newer
-    });
+    hellos.retain(|(_, h)| same_generation(&me, h));
+    if let Some(r) = nothing_to_join(&me, &hellos, seen) {
+        return r;
+    }
+    let clusters = clusters_seen(inner, &me, &hellos);
+    let (best_id, best) = largest(&clusters);
+    let heal = me.n_members > 1;
+    if let Some(r) = hold_back(inner, &me, hellos.len() + 1, heal, best_id, best) {
+        return r;
+    }
+    join_cluster(inner, &best.addr, heal).await
+}
+
+/// Whether `h` is of the same generation as this node (`me`): neither the cluster this one was
+/// recovered from, nor one recovered from this one.
+fn same_generation(me: &HelloReply, h: &HelloReply) -> bool {
+    let older = me.recovered_from != 0 && h.cluster_id == me.recovered_from;
+    let newer = h.recovered_from != 0 && h.recovered_from == me.cluster_id;
+    !older && !newer
+}
+
+/// The round's end when the live nodes of this generation (`hellos`, out of `seen` discovered)
+/// leave nothing to join: none, one still joining, or all already in this node's cluster.
+fn nothing_to_join(me: &HelloReply, hellos: &[(String, HelloReply)], seen: usize) -> Option<Round> {
     if hellos.len() < seen && hellos.is_empty() {
-        return Round::Again(
+        return Some(Round::Again(
             "only nodes of another generation of this cluster (cluster recover) discovered".into(),
-        );
+        ));
     }
     if hellos.is_empty() {
-        return Round::Again("no other live node discovered".into());
+        return Some(Round::Again("no other live node discovered".into()));
     }
     if hellos.iter().any(|(_, h)| h.joining || h.cluster_id == 0) {
-        return Round::Again("a discovered node is joining a cluster".into());
+        return Some(Round::Again(
+            "a discovered node is joining a cluster".into(),
+        ));
     }
-    let outside: Vec<&(String, HelloReply)> = hellos
-        .iter()
-        .filter(|(_, h)| h.cluster_id != me.cluster_id)
-        .collect();
-    if outside.is_empty() {
-        return Round::Done;
+    if hellos.iter().all(|(_, h)| h.cluster_id == me.cluster_id) {
+        return Some(Round::Done);
     }
+    None
+}
+
+/// Every cluster seen, this node's own included, by cluster id: its largest reported size and
+/// the address of its lowest-named node.
+fn clusters_seen(
+    inner: &Arc<Inner>,
+    me: &HelloReply,
+    hellos: &[(String, HelloReply)],
+) -> BTreeMap<u64, Seen> {
     let mut clusters: BTreeMap<u64, Seen> = BTreeMap::new();
     clusters.insert(
         me.cluster_id,
@@ -155,7 +184,7 @@ async fn discover_and_join(inner: &Arc<Inner>, s: &dyn Strategy) -> Round {
             addr: inner.addr.clone(),
         },
     );
-    for (addr, h) in &hellos {
+    for (addr, h) in hellos {
         let e = clusters.entry(h.cluster_id).or_insert_with(|| Seen {
             size: h.n_members,
             lowest_name: h.name.clone(),
@@ -167,6 +196,11 @@ async fn discover_and_join(inner: &Arc<Inner>, s: &dyn Strategy) -> Round {
             e.addr = addr.clone();
         }
     }
+    clusters
+}
+
+/// The winning cluster: the largest, and between equal sizes the one holding the lowest name.
+fn largest(clusters: &BTreeMap<u64, Seen>) -> (u64, &Seen) {
     let (&best_id, best) = clusters
         .iter()
         .max_by(|(_, a), (_, b)| {
@@ -175,26 +209,41 @@ async fn discover_and_join(inner: &Arc<Inner>, s: &dyn Strategy) -> Round {
                 .then_with(|| b.lowest_name.cmp(&a.lowest_name))
         })
         .expect("holds this node's cluster");
+    (best_id, best)
+}
+
+/// Why this node (`me`, seeing `live` nodes) does not join `best` yet, if it does not: the
+/// winner is its own cluster, too few nodes for a bootstrap, or (with `heal`: it would leave a
+/// cluster of several) a merge without `autoheal` into a strictly larger cluster. Logs the
+/// AUTOHEAL warning when it does heal.
+fn hold_back(
+    inner: &Arc<Inner>,
+    me: &HelloReply,
+    live: usize,
+    heal: bool,
+    best_id: u64,
+    best: &Seen,
+) -> Option<Round> {
     if best_id == me.cluster_id {
-        return Round::Again("waiting for other nodes to join this cluster".into());
-    }
-    let live = hellos.len() + 1;
-    if best.size == 1 && live < inner.cfg.bootstrap_expect {
-        return Round::Again(format!(
-            "{live} nodes seen, bootstrap_expect is {}",
-            inner.cfg.bootstrap_expect
+        return Some(Round::Again(
+            "waiting for other nodes to join this cluster".into(),
         ));
     }
-    let heal = me.n_members > 1;
+    if best.size == 1 && live < inner.cfg.bootstrap_expect {
+        return Some(Round::Again(format!(
+            "{live} nodes seen, bootstrap_expect is {}",
+            inner.cfg.bootstrap_expect
+        )));
+    }
     if heal {
         if !(inner.cfg.autoheal && best.size > me.n_members) {
-            return Round::Again(format!(
+            return Some(Round::Again(format!(
                 "cluster {} ({} nodes) sees cluster {} ({} nodes); not merging",
                 fmt_id(me.cluster_id),
                 me.n_members,
                 fmt_id(best_id),
                 best.size
-            ));
+            )));
         }
         warn!(
             from = %fmt_id(me.cluster_id), from_size = me.n_members,
@@ -202,8 +251,13 @@ async fn discover_and_join(inner: &Arc<Inner>, s: &dyn Strategy) -> Round {
             "AUTOHEAL: this node leaves its cluster for a larger one it discovered"
         );
     }
-    let addr = best.addr.clone();
-    match inner.join_as(&addr, heal, true).await {
+    None
+}
+
+/// Joins the cluster of the node at `addr` (with `heal`, leaving this node's own cluster of
+/// several) and says how the round ends.
+async fn join_cluster(inner: &Arc<Inner>, addr: &str, heal: bool) -> Round {
+    match inner.join_as(addr, heal, true).await {
         Ok(JoinOutcome::Joined { cluster_id }) => {
             info!(cluster = %fmt_id(cluster_id), via = %addr, "autocluster joined");
             Round::Again("joined; checking the rest".into())

@@ -56,6 +56,54 @@ pub(crate) fn write_err(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>
     }
 }
 
+/// What a forwarded request that failed with a status means.
+enum FailedForward {
+    /// Nothing was done there (it was never reached, or it no longer leads): worth taking to
+    /// another leader once one is known; this error otherwise.
+    Untouched(ApiError),
+    /// The answer to give as it is.
+    Final(ApiError),
+}
+
+/// The error for a request forwarded to the leader at `addr` that got no answer before its
+/// deadline (with `write`, one that may have been applied).
+fn no_answer(addr: &str, write: bool) -> ApiError {
+    if write {
+        outcome_unknown(format!(
+            "the leader at {addr} did not answer in time; the write may have been applied"
+        ))
+    } else {
+        unavailable(format!("the leader at {addr} did not answer"))
+    }
+}
+
+/// Reads the status `st` a request forwarded to the leader at `addr` failed with: the leader's
+/// own coded answer, a broken connection after a write was sent (its outcome is unknown), or
+/// a leader that was never reached.
+fn failed_forward(st: &tonic::Status, addr: &str, write: bool) -> FailedForward {
+    let coded = st.metadata().get(ekka_proto::ERROR_HEADER).is_some();
+    if coded {
+        let err = from_status(st);
+        let untouched = err.code == ErrorCode::Unavailable && (!write || err.message == NOT_LEADER);
+        return if untouched {
+            FailedForward::Untouched(err)
+        } else {
+            FailedForward::Final(err)
+        };
+    }
+    if write && !ekka_proto::never_sent(st) {
+        return FailedForward::Final(outcome_unknown(format!(
+            "the connection to the leader at {addr} broke after the write was sent ({}); it may \
+             have been applied",
+            st.message()
+        )));
+    }
+    FailedForward::Untouched(unavailable(format!(
+        "the leader at {addr} is unreachable: {}",
+        st.message()
+    )))
+}
+
 impl Inner {
     pub(crate) fn is_leader(&self, core: &Core) -> bool {
         let m = core.raft.metrics();
@@ -240,9 +288,7 @@ impl Inner {
                 .ok_or_else(|| unavailable("no leader is known"))?;
             // Cut off from the leader: a write is not sent into a link that may be gone (its
             // outcome would be unknown); a new leader is probably being elected, so wait for it.
-            let heard = *lock(&self.leader_heard);
-            let limit = self.cfg.down_after;
-            if write && heard.is_some_and(|t| t.elapsed() > limit) {
+            if let Some(limit) = self.write_waits_for_other_leader(write) {
                 if self.await_other_leader(&core, leader, deadline).await {
                     continue;
                 }
@@ -264,40 +310,29 @@ impl Inner {
                 }
             };
             let st = match answer {
-                Err(_) if write => {
-                    return Err(outcome_unknown(format!(
-                        "the leader at {addr} did not answer in time; the write may have been \
-                         applied"
-                    )))
-                }
-                Err(_) => return Err(unavailable(format!("the leader at {addr} did not answer"))),
+                Err(_) => return Err(no_answer(&addr, write)),
                 Ok(Ok(r)) => return Ok(r.into_inner()),
                 Ok(Err(st)) => st,
             };
-            let coded = st.metadata().get(ekka_proto::ERROR_HEADER).is_some();
-            let err = if coded {
-                from_status(&st)
-            } else if write && !ekka_proto::never_sent(&st) {
-                return Err(outcome_unknown(format!(
-                    "the connection to the leader at {addr} broke after the write was sent ({}); \
-                     it may have been applied",
-                    st.message()
-                )));
-            } else {
-                unavailable(format!(
-                    "the leader at {addr} is unreachable: {}",
-                    st.message()
-                ))
-            };
-            // Nothing was done there (it was never reached, or it no longer leads): once
-            // another leader is known, go there.
-            let untouched = !coded
-                || (err.code == ErrorCode::Unavailable && (!write || err.message == NOT_LEADER));
-            if untouched && self.await_other_leader(&core, leader, deadline).await {
-                continue;
+            match failed_forward(&st, &addr, write) {
+                // Nothing was done there: once another leader is known, go there.
+                FailedForward::Untouched(err) => {
+                    if self.await_other_leader(&core, leader, deadline).await {
+                        continue;
+                    }
+                    return Err(err);
+                }
+                FailedForward::Final(err) => return Err(err),
             }
-            return Err(err);
         }
+    }
+
+    /// With `write`, when no word came from the leader within `down_after`: that limit (the
+    /// write should wait for another leader rather than be sent into a link that may be gone).
+    fn write_waits_for_other_leader(&self, write: bool) -> Option<Duration> {
+        let heard = *lock(&self.leader_heard);
+        let limit = self.cfg.down_after;
+        (write && heard.is_some_and(|t| t.elapsed() > limit)).then_some(limit)
     }
 
     /// Waits until this node knows a leader other than `old`, at most `FAILOVER_WAIT` (and not
