@@ -143,8 +143,8 @@ pub(crate) fn consistent(db: &sled::Db) -> Result<u64, String> {
     let purged = match raft.get(K_PURGED).map_err(err)? {
         None => None,
         Some(v) => {
-            let id: LogId<NodeId> = ekka_codec::decode(&v)
-                .map_err(|e| format!("unreadable purge point: {e}"))?;
+            let id: LogId<NodeId> =
+                ekka_codec::decode(&v).map_err(|e| format!("unreadable purge point: {e}"))?;
             Some(id.index)
         }
     };

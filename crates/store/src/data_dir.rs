@@ -21,6 +21,7 @@
 //! (`sync.rs`). Damage: a complete dir is checked before sled opens it (`check.rs`) and refused,
 //! unchanged, when its bytes changed or its log is shorter than what it had made durable.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -171,13 +172,16 @@ impl DataDir {
             .write(true)
             .open(path.join(LOCK))
             .map_err(io)?;
+        let key = std::fs::canonicalize(path).map_err(io)?;
         if let Err(e) = lock.try_lock_exclusive() {
-            if e.raw_os_error() == fs2::lock_contended_error().raw_os_error() {
+            if e.raw_os_error() != fs2::lock_contended_error().raw_os_error() {
+                return Err(io(e));
+            }
+            if !wait_for_own_close(&lock, &key) {
                 return Err(StoreError::Locked {
                     path: path.to_path_buf(),
                 });
             }
-            return Err(io(e));
         }
 
         let marker = read_marker(path).map_err(io)?.map_err(corrupt)?;
@@ -211,11 +215,13 @@ impl DataDir {
         }
         let watermark = Watermark::open(path).map_err(io)?;
         let sync = Arc::new(Mutex::new(sync));
+        held_here().insert(key.clone());
         let closer = Arc::new(Closer {
             path: path.to_path_buf(),
+            key,
             sync: sync.clone(),
             watermark: watermark.clone(),
-            _lock: lock,
+            lock: Some(lock),
         });
         let dir = DataDir {
             path: path.to_path_buf(),
@@ -523,9 +529,11 @@ pub(crate) struct Closer {
     path: PathBuf,
     sync: Arc<Mutex<DiskSync>>,
     watermark: Watermark,
+    /// The dir's canonical path, its key in [`held_here`].
+    key: PathBuf,
     /// The flock on `LOCK`: released only after the seal, so no other process opens the dir
     /// before it is written.
-    _lock: File,
+    lock: Option<File>,
 }
 
 impl Drop for Closer {
@@ -534,6 +542,14 @@ impl Drop for Closer {
     /// open compares every byte instead of running the crash check. When sled still holds them
     /// (a thread of its own lingering) or the sync fails, the next open runs the crash check.
     fn drop(&mut self) {
+        self.seal();
+        drop(self.lock.take());
+        held_here().remove(&self.key);
+    }
+}
+
+impl Closer {
+    fn seal(&self) {
         let deadline = Instant::now() + SEAL_WAIT;
         let closed = loop {
             match File::open(self.path.join("db").join("db")) {
@@ -561,6 +577,27 @@ impl Drop for Closer {
         }
         drop(sled_lock);
     }
+}
+
+/// The data dirs whose `LOCK` this process holds (through a live [`Closer`]).
+fn held_here() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+    static HELD: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+    HELD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long a second open of a dir this process holds waits for it to close.
+const OWN_CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Whether `lock` (on the `LOCK` of the dir `key`, held by this process) could be taken within
+/// `OWN_CLOSE_WAIT`: the holder may be a node dropped moments ago whose last store is still
+/// closing on another thread (sealing takes a sync). A dir held by another process, or one
+/// this process keeps open, is refused as before.
+fn wait_for_own_close(lock: &File, key: &Path) -> bool {
+    let deadline = Instant::now() + OWN_CLOSE_WAIT;
+    while held_here().contains(key) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    lock.try_lock_exclusive().is_ok()
 }
 
 /// How long a closing data dir waits for sled's own threads to let go of its files before it

@@ -355,6 +355,23 @@ fn second_open_in_the_same_process_is_refused() {
 }
 
 #[test]
+fn reopen_waits_for_a_handle_of_this_process_being_dropped() {
+    let td = tempfile::tempdir().unwrap();
+    let p = td.path().join("d");
+    let first = DataDir::open(&p).unwrap();
+    let id = first.node_id();
+    // The last handle goes on another thread a moment after the reopen starts, as the stores
+    // of a node dropped just now do on a runtime thread.
+    let closing = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(first);
+    });
+    let again = DataDir::open(&p).expect("reopened once the handle was dropped");
+    assert_eq!(again.node_id(), id);
+    closing.join().unwrap();
+}
+
+#[test]
 fn data_dir_in_use_by_another_process_is_refused() {
     let td = tempfile::tempdir().unwrap();
     let p = td.path().join("d");
