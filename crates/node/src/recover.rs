@@ -130,7 +130,7 @@ async fn replay(
     let core = build_core(data, node_id, transport, config).await?;
     core.raft.runtime_config().elect(false);
     let replayed = {
-        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        let st = core.state.read();
         let keys: Vec<(String, Vec<u8>)> = st
             .kv
             .entries

@@ -41,7 +41,7 @@ impl Inner {
     {
         let core = self.core();
         let mut after = {
-            let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+            let st = core.state.read();
             let after = match from {
                 Some(n) => n.saturating_sub(1),
                 None => current(&st),
@@ -64,7 +64,7 @@ impl Inner {
                     return;
                 }
                 let items = {
-                    let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+                    let st = core.state.read();
                     fetch(&st, after)
                 };
                 match items {

@@ -25,7 +25,9 @@ use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use fs2::FileExt;
@@ -126,7 +128,7 @@ pub struct DataDir {
     /// Counts resets. Stores opened before a reset must not write into the wiped trees (an old
     /// Raft instance's snapshot build can outlive its shutdown): they check it under its read
     /// lock, which [`DataDir::reset`] holds for writing while it wipes.
-    epoch: Arc<std::sync::RwLock<u64>>,
+    epoch: Arc<parking_lot::RwLock<u64>>,
     recovered_from: AtomicU64,
     /// Holds the dir's lock and seals the dir once the last handle on its db is gone. Shared
     /// with the stores; the last field, so it drops after the db handles beside it.
@@ -231,7 +233,7 @@ impl DataDir {
             watermark,
             node_id: AtomicU64::new(0),
             cluster_id: AtomicU64::new(0),
-            epoch: Arc::new(std::sync::RwLock::new(0)),
+            epoch: Arc::new(parking_lot::RwLock::new(0)),
             recovered_from: AtomicU64::new(0),
             closer,
         };
@@ -430,10 +432,7 @@ impl DataDir {
 
     /// How many device syncs the data dir has issued (for tests that check durability).
     pub fn n_device_syncs(&self) -> u64 {
-        self.sync
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .n_syncs()
+        self.sync.lock().n_syncs()
     }
 
     /// Wipes the vote, the committed pointer, the log, the purge marker, the snapshot and the
@@ -447,7 +446,7 @@ impl DataDir {
         // the wiped log for a damaged one.
         self.watermark.lower(0).map_err(|e| self.db_err(e))?;
         // Stores of the old instance can no longer write from here on.
-        let mut epoch = self.epoch.write().unwrap_or_else(|e| e.into_inner());
+        let mut epoch = self.epoch.write();
         *epoch += 1;
         let id = random_id();
         self.meta()
@@ -562,7 +561,7 @@ impl Closer {
             info!(path = %self.path.display(), "db still in use at close; not sealed");
             return;
         };
-        let synced = self.sync.lock().unwrap_or_else(|e| e.into_inner()).sync();
+        let synced = self.sync.lock().sync();
         match synced {
             Ok(()) => {
                 // Everything noted is durable now.
@@ -580,9 +579,9 @@ impl Closer {
 }
 
 /// The data dirs whose `LOCK` this process holds (through a live [`Closer`]).
-fn held_here() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+fn held_here() -> parking_lot::MutexGuard<'static, BTreeSet<PathBuf>> {
     static HELD: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
-    HELD.lock().unwrap_or_else(|e| e.into_inner())
+    HELD.lock()
 }
 
 /// How long a second open of a dir this process holds waits for it to close.

@@ -22,7 +22,9 @@
 //! stores are dropped nothing keeps the db, and its file lock, alive.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
+
+use parking_lot::Mutex;
 
 use tokio::sync::watch;
 
@@ -166,10 +168,7 @@ fn run(
 /// sled's flush (its buffers written, `sync_file_range`), then the device sync of its files.
 pub(crate) fn flush_durably(db: &sled::Db, sync: &Mutex<DiskSync>) -> Result<(), String> {
     db.flush().map_err(|e| e.to_string())?;
-    sync.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .sync()
-        .map_err(|e| format!("sync: {e}"))
+    sync.lock().sync().map_err(|e| format!("sync: {e}"))
 }
 
 #[cfg(test)]
@@ -218,7 +217,7 @@ mod tests {
         assert_eq!(seen.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
 
         assert!(
-            sync.lock().unwrap().n_syncs() >= 1,
+            sync.lock().n_syncs() >= 1,
             "the flush is followed by a device sync"
         );
 

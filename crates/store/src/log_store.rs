@@ -25,7 +25,9 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use ekka_codec as codec;
 use ekka_types::limits::{MAX_APPEND_BYTES, MAX_ENTRY_BYTES};
@@ -206,11 +208,7 @@ impl LogStore {
 
     /// The flusher's write number of the append holding `index`, if it may not be durable yet.
     fn unflushed_seq(&self, index: u64) -> Option<u64> {
-        let m = self
-            .inner
-            .unflushed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let m = self.inner.unflushed.lock();
         // Appends are contiguous and numbered in order, so the number of the one holding
         // `index` covers every earlier one too.
         m.range(index..)
@@ -272,11 +270,7 @@ impl LogStore {
         // docs); the runtime's thread goes on serving the network meanwhile.
         let seq = self.inner.flusher.note();
         if let Some((first, last)) = span {
-            let mut m = self
-                .inner
-                .unflushed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut m = self.inner.unflushed.lock();
             m.retain(|_, (_, s)| !self.inner.flusher.is_durable(*s));
             m.insert(last, (first, seq));
             self.inner.watermark.noted(seq, last);
@@ -465,11 +459,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await
             .map_err(|e| StorageIOError::write_logs(io_err(e)))?;
         // Everything written so far is durable now, the appends before the cut included.
-        self.inner
-            .unflushed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.inner.unflushed.lock().clear();
         Ok(())
     }
 
@@ -512,7 +502,7 @@ pub(crate) mod tests {
             .open()
             .unwrap();
         let sync = crate::sync::DiskSync::open(&dir.path().join("db")).unwrap();
-        let flusher = Flusher::start(&db, Arc::new(std::sync::Mutex::new(sync)), None).unwrap();
+        let flusher = Flusher::start(&db, Arc::new(parking_lot::Mutex::new(sync)), None).unwrap();
         let wm = Watermark::open(dir.path()).unwrap();
         let log = LogStore::open(&db, flusher, wm, None).unwrap();
         (dir, db, log)
@@ -540,14 +530,7 @@ pub(crate) mod tests {
         // Past the end, or already durable: no wait, nothing left to track after the next write.
         log.wait_durable(99).await.unwrap();
         let third = log.write_entries([blank(6)]).await.unwrap();
-        let tracked: Vec<u64> = log
-            .inner
-            .unflushed
-            .lock()
-            .unwrap()
-            .keys()
-            .copied()
-            .collect();
+        let tracked: Vec<u64> = log.inner.unflushed.lock().keys().copied().collect();
         assert_eq!(
             tracked,
             vec![6],
@@ -594,7 +577,7 @@ pub(crate) mod tests {
         let err = log.write_entries([blank(1), huge]).await.unwrap_err();
         assert!(err.to_string().contains("limit"), "{err}");
         assert!(log.try_get_log_entries(0..10).await.unwrap().is_empty());
-        assert!(log.inner.unflushed.lock().unwrap().is_empty());
+        assert!(log.inner.unflushed.lock().is_empty());
     }
 
     #[tokio::test]
@@ -656,7 +639,7 @@ pub(crate) mod tests {
         log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 3))
             .await
             .unwrap();
-        assert!(log.inner.unflushed.lock().unwrap().is_empty());
+        assert!(log.inner.unflushed.lock().is_empty());
         let left = log.try_get_log_entries(1..10).await.unwrap();
         assert_eq!(left.len(), 2);
     }

@@ -19,7 +19,9 @@
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 
 use ekka_codec as codec;
 use ekka_types::limits::MAX_SNAPSHOT_BYTES;
@@ -189,10 +191,6 @@ pub(crate) fn check_persisted(db: &sled::Db, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl StateMachineStore {
     /// Opens the state machine, starting from the persisted snapshot if there is one.
     pub(crate) fn open(
@@ -243,7 +241,7 @@ impl StateMachineStore {
 
     /// Ties this store to the data dir's reset counter as it is now.
     pub(crate) fn fenced_by(mut self, epoch: Arc<RwLock<u64>>) -> StateMachineStore {
-        let now = *epoch.read().unwrap_or_else(|e| e.into_inner());
+        let now = *epoch.read();
         self.epoch = Some((epoch, now));
         self
     }
@@ -317,10 +315,7 @@ impl StateMachineStore {
         {
             // Checked and written under the reset counter's read lock: a reset either waits
             // for this write (and wipes it) or came first (and this store writes nothing).
-            let fence = self
-                .epoch
-                .as_ref()
-                .map(|(e, at)| (e.read().unwrap_or_else(|e| e.into_inner()), *at));
+            let fence = self.epoch.as_ref().map(|(e, at)| (e.read(), *at));
             if let Some((now, at)) = &fence {
                 if **now != *at {
                     return Err(AnyError::error(
@@ -343,8 +338,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         // A consistent view: the applied pointers and the state are read under the state lock,
         // which apply holds while it changes both.
         let (body, last_applied, last_membership) = {
-            let st = self.state.read().unwrap_or_else(|e| e.into_inner());
-            let a = lock(&self.applied);
+            let st = self.state.read();
+            let a = self.applied.lock();
             let body = SnapshotBody {
                 last_applied: a.last_applied,
                 last_membership: a.last_membership.clone(),
@@ -396,7 +391,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         &mut self,
     ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
     {
-        let a = lock(&self.applied);
+        let a = self.applied.lock();
         Ok((a.last_applied, a.last_membership.clone()))
     }
 
@@ -417,8 +412,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         let mut out = Vec::new();
         let revision = {
-            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
-            let mut a = lock(&self.applied);
+            let mut st = self.state.write();
+            let mut a = self.applied.lock();
             for e in entries {
                 let idx = e.log_id.index;
                 a.last_applied = Some(e.log_id);
@@ -501,8 +496,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .into());
         }
         let revision = {
-            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
-            let mut a = lock(&self.applied);
+            let mut st = self.state.write();
+            let mut a = self.applied.lock();
             *st = body.state;
             a.last_applied = meta.last_log_id;
             a.last_membership = meta.last_membership.clone();
@@ -612,7 +607,7 @@ mod tests {
         let built = sm.build_snapshot().await.unwrap();
         let again = StateMachineStore::open(&db, log, &snaps).unwrap();
         assert_eq!(
-            lock(&again.applied).last_applied,
+            again.applied.lock().last_applied,
             built.meta.last_log_id,
             "reopened from the file"
         );

@@ -21,7 +21,9 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 /// The watermark file in the data dir.
@@ -122,10 +124,6 @@ pub(crate) struct Watermark {
     pending: Arc<Mutex<Pending>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Watermark {
     /// Opens (creating at 0, durably) the watermark file of the data dir at `path`.
     pub(crate) fn open(path: &Path) -> io::Result<Watermark> {
@@ -162,20 +160,20 @@ impl Watermark {
     /// The index the file holds now.
     #[cfg(test)]
     fn index(&self) -> u64 {
-        lock(&self.slots).index
+        self.slots.lock().index
     }
 
     /// Records that the append numbered `seq` by the flusher ends at `last_index`.
     pub(crate) fn noted(&self, seq: u64, last_index: u64) {
-        let mut p = lock(&self.pending);
+        let mut p = self.pending.lock();
         p.appends.push_back((seq, last_index));
     }
 
     /// Lowers the watermark to at most `index`, durably, before entries above it are removed.
     pub(crate) fn lower(&self, index: u64) -> io::Result<()> {
-        let mut slots = lock(&self.slots);
+        let mut slots = self.slots.lock();
         {
-            let mut p = lock(&self.pending);
+            let mut p = self.pending.lock();
             p.generation += 1;
             p.appends.clear();
             slots.generation = p.generation;
@@ -190,7 +188,7 @@ impl Watermark {
     /// (`u64::MAX`: every append noted so far, once everything is known durable).
     pub(crate) fn raise(&self, durable_seq: u64) -> io::Result<()> {
         let (generation, best) = {
-            let mut p = lock(&self.pending);
+            let mut p = self.pending.lock();
             let mut best = None;
             while let Some(&(seq, last)) = p.appends.front() {
                 if seq > durable_seq {
@@ -202,7 +200,7 @@ impl Watermark {
             (p.generation, best)
         };
         let Some(index) = best else { return Ok(()) };
-        let mut slots = lock(&self.slots);
+        let mut slots = self.slots.lock();
         if slots.generation == generation && index > slots.index {
             slots.write(index)?;
         }

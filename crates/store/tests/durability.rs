@@ -103,7 +103,7 @@ async fn reopen_keeps_vote_log_and_snapshot() {
     let current = sm.get_current_snapshot().await.unwrap().expect("snapshot");
     assert_eq!(current.meta, snap_meta);
     let st = sm.state();
-    let st = st.read().unwrap();
+    let st = st.read();
     assert_eq!(st.cluster_id, 7);
     assert_eq!(
         st.members.keys().copied().collect::<Vec<_>>(),
@@ -143,7 +143,7 @@ async fn install_snapshot_replaces_the_state() {
     sb.install_snapshot(&snap.meta, snap.snapshot)
         .await
         .unwrap();
-    let ids: Vec<u64> = sb.state().read().unwrap().members.keys().copied().collect();
+    let ids: Vec<u64> = sb.state().read().members.keys().copied().collect();
     assert_eq!(ids, vec![1, 2, 3, 4, 5]);
     assert_eq!(*applied.borrow_and_update(), 5);
     assert_eq!(sb.applied_state().await.unwrap().0, Some(log_id(1, 5)));
@@ -152,7 +152,7 @@ async fn install_snapshot_replaces_the_state() {
     // The installed snapshot is also what a reopened store starts from.
     drop(sb);
     let (_, sb) = b.open_stores().unwrap();
-    let ids: Vec<u64> = sb.state().read().unwrap().members.keys().copied().collect();
+    let ids: Vec<u64> = sb.state().read().members.keys().copied().collect();
     assert_eq!(ids, vec![1, 2, 3, 4, 5]);
 }
 
@@ -176,7 +176,7 @@ async fn install_snapshot_whose_data_does_not_match_its_meta_is_refused() {
     sb.install_snapshot(&meta, snap.snapshot)
         .await
         .expect_err("refused");
-    assert_eq!(sb.state().read().unwrap().members.len(), 1);
+    assert_eq!(sb.state().read().members.len(), 1);
     assert!(sb.get_current_snapshot().await.unwrap().is_none());
 }
 
@@ -214,7 +214,7 @@ async fn membership_entries_set_roles_and_blank_entries_advance() {
         out.iter().map(|r| r.revision).collect::<Vec<_>>(),
         vec![1, 2, 3, 4, 5, 6]
     );
-    let st = sm.state().read().unwrap().clone();
+    let st = sm.state().read().clone();
     assert_eq!(st.voter_ids(), BTreeSet::from([1, 2]));
     assert_eq!(st.revision, 6);
     let (applied, membership) = sm.applied_state().await.unwrap();
@@ -264,7 +264,7 @@ async fn assert_reset(d: &DataDir, new: u64) {
     assert_eq!(log.read_committed().await.unwrap(), None);
     assert!(sm.get_current_snapshot().await.unwrap().is_none());
     assert_eq!(sm.applied_state().await.unwrap().0, None);
-    assert_eq!(*sm.state().read().unwrap(), Default::default());
+    assert_eq!(*sm.state().read(), Default::default());
 }
 
 #[test]
@@ -455,7 +455,7 @@ async fn acknowledged_writes_survive_kill_dash_9() {
         .applied_index_at_least(Some(last), "replayed")
         .await
         .unwrap();
-    let members = state.read().unwrap().members.len() as u64;
+    let members = state.read().members.len() as u64;
     let (_, last_n) = *acked.last().unwrap();
     // Request 0 bootstraps member 1; request n >= 1 adds member n + 1.
     assert!(members > last_n, "{members} members after {last_n} adds");

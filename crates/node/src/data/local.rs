@@ -1,7 +1,9 @@
 //! ekka's `local` lock scope: locks that live only in this process.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 /// ekka's `local` lock scope: locks that exist only in this process. Acquiring a lock you hold
 /// succeeds again (re-entrant); releasing one you do not hold fails.
@@ -13,7 +15,7 @@ pub struct LocalLocks {
 impl LocalLocks {
     /// Takes `resource` for `owner`; `false` when another owner holds it.
     pub fn acquire(&self, resource: &str, owner: &str) -> bool {
-        let mut h = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut h = self.held.lock();
         match h.get(resource) {
             Some(o) => o == owner,
             None => {
@@ -25,7 +27,7 @@ impl LocalLocks {
 
     /// Frees `resource`; `true` when it is free afterwards (it was `owner`'s, or nobody's).
     pub fn release(&self, resource: &str, owner: &str) -> bool {
-        let mut h = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut h = self.held.lock();
         match h.get(resource) {
             Some(o) if o != owner => false,
             _ => {

@@ -28,12 +28,7 @@ impl Data {
             ttl_ms,
             wait_ms,
         };
-        let before = self
-            .core()
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .revision;
+        let before = self.core().state.read().revision;
         let resp = match self.propose_data(Command::Lock(op), false).await {
             Ok(r) => r,
             Err(e) => return Err(self.acquire_failed(resource, owner, ttl_ms, before, e)),
@@ -150,7 +145,7 @@ impl Data {
         let mut applied = core.applied.clone();
         loop {
             {
-                let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+                let st = core.state.read();
                 if st.data_revision() >= from_rev {
                     match st.locks.locks.get(resource) {
                         Some(l) if l.owner == owner => {
@@ -244,7 +239,7 @@ pub(crate) async fn lock_ticker(inner: Arc<Inner>) {
         // Seen: wake on the next change only (a clone starts at the sender's first value).
         applied.borrow_and_update();
         let next = if inner.is_leader(&core) {
-            let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+            let st = core.state.read();
             st.locks.next_deadline()
         } else {
             None

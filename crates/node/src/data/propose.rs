@@ -1,7 +1,9 @@
 //! Proposing lock and key-value commands: on the leader through its write batcher (many commands
 //! in one log entry), from a follower forwarded to the leader in one hop.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use ekka_proto::pb;
 use ekka_types::limits::MAX_BATCH_BYTES;
@@ -37,7 +39,7 @@ impl Data {
         self.check_fault()?;
         // Only one of the two paths runs; the command is encoded only when it is forwarded.
         let slot = Mutex::new(Some(cmd));
-        let take = || slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let take = || slot.lock().take();
         let me = self.clone();
         let reply = self
             .rt
@@ -55,7 +57,7 @@ impl Data {
                 },
                 |mut p| {
                     // Encoded again on each try (a retry at a new leader is rare).
-                    let payload = match slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                    let payload = match slot.lock().as_ref() {
                         Some(cmd) => to_payload(cmd),
                         None => Err(internal("the command was taken")),
                     };

@@ -79,7 +79,7 @@ impl Data {
         self.check_fault()?;
         if read == Read::Stale {
             let core = self.core();
-            let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+            let st = core.state.read();
             return Ok(read_state(&st, &q));
         }
         let payload = to_payload(&q)?;
@@ -110,7 +110,7 @@ impl Data {
                 return Err(unavailable("no quorum: the leader lost its quorum during the read"))
             }
         };
-        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        let st = core.state.read();
         Ok(read_state(&st, q))
     }
 

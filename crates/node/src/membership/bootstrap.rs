@@ -44,12 +44,7 @@ impl Inner {
             )
             .await
             .map_err(|e| unavailable(format!("bootstrap: {e}")))?;
-        let bootstrapped = core
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .cluster_id
-            != 0;
+        let bootstrapped = core.state.read().cluster_id != 0;
         if !bootstrapped {
             self.propose_on(
                 core,

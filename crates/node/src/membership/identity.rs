@@ -7,14 +7,14 @@ use ekka_proto::pb;
 use ekka_types::{fmt_id, ApiError, NodeId};
 use tracing::{error, warn};
 
-use crate::runtime::core::{cfg_err, lock, Core, Inner};
+use crate::runtime::core::{cfg_err, Core, Inner};
 use crate::timings::*;
 use crate::transport::pool::Transport;
 
 /// The address `core`'s committed state (or, before the state has it, its Raft configuration)
 /// records for member `id`.
 pub(crate) fn recorded_addr(core: &Core, id: NodeId) -> Option<String> {
-    let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+    let st = core.state.read();
     if let Some(m) = st.members.get(&id) {
         return Some(m.addr.clone());
     }
@@ -122,7 +122,7 @@ impl Inner {
         if recorded == addr {
             return Ok(());
         }
-        let mut dup = lock(&self.duplicates).contains(&(candidate, incarnation));
+        let mut dup = self.duplicates.lock().contains(&(candidate, incarnation));
         if !dup {
             dup = probe(&self.transport, &recorded).await.is_some_and(|h| {
                 h.node_id == candidate
@@ -132,7 +132,7 @@ impl Inner {
             // Only a refusal is remembered: a probe that found no one (or timed out on a loaded
             // machine) is tried again at the next vote request.
             if dup {
-                let mut m = lock(&self.duplicates);
+                let mut m = self.duplicates.lock();
                 if m.len() >= 1024 {
                     m.clear();
                 }

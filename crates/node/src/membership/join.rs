@@ -33,7 +33,7 @@ pub enum ForceLeaveOutcome {
 impl Inner {
     /// Whether `core`'s state has this node as a member of its cluster.
     pub(crate) fn is_member(&self, core: &Core) -> bool {
-        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        let st = core.state.read();
         st.cluster_id == self.cluster_id() && st.members.contains_key(&core.node_id)
     }
 
@@ -123,12 +123,7 @@ impl Inner {
 
     pub(crate) async fn hello(&self) -> pb::HelloReply {
         let core = self.core();
-        let n = core
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .members
-            .len();
+        let n = core.state.read().members.len();
         pb::HelloReply {
             node_id: core.node_id,
             name: self.cfg.name.clone(),
@@ -307,7 +302,7 @@ impl Inner {
         heal: bool,
     ) -> Result<(), ApiError> {
         let (n_members, has_target) = {
-            let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+            let st = core.state.read();
             (st.members.len(), st.members.contains_key(&hello.node_id))
         };
         if has_target && !heal {
@@ -336,15 +331,7 @@ impl Inner {
         // Let any add of another node to this one finish, then look again.
         drop(self.op_lock.lock().await);
         let core = self.core();
-        if !heal
-            && core
-                .state
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .members
-                .len()
-                > 1
-        {
+        if !heal && core.state.read().members.len() > 1 {
             return Err(unavailable("this node gained a member meanwhile"));
         }
         let mut req = pb::AddMemberRequest {
@@ -448,7 +435,6 @@ impl Inner {
                 let is_up = core
                     .state
                     .read()
-                    .unwrap_or_else(|e| e.into_inner())
                     .members
                     .get(&core.node_id)
                     .is_some_and(|m| m.status == Status::Up);
@@ -468,11 +454,7 @@ impl Inner {
     pub(crate) async fn leave(self: &Arc<Self>) -> Result<(), ApiError> {
         self.check_fault()?;
         let core = self.core();
-        let st = core
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .membership();
+        let st = core.state.read().membership();
         if st.members.len() <= 1 {
             return Err(ApiError::new(
                 ErrorCode::NodeNotInCluster,
@@ -502,7 +484,7 @@ impl Inner {
         self.check_fault()?;
         let core = self.core();
         let target = {
-            let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+            let st = core.state.read();
             st.member_by_name(name)
                 .or_else(|| parse_id(name).and_then(|id| st.members.get(&id)))
                 .map(|m| m.id)

@@ -62,11 +62,7 @@ impl Inner {
         req: pb::AddMemberRequest,
     ) -> Result<pb::AddMemberReply, ApiError> {
         let guard = self.op_lock.lock().await;
-        let st = core
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .membership();
+        let st = core.state.read().membership();
         let reply = |revision| pb::AddMemberReply {
             cluster_id: st.cluster_id,
             revision,
@@ -153,11 +149,7 @@ impl Inner {
             return;
         }
         let _guard = self.op_lock.lock().await;
-        let mut st = core
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .membership();
+        let mut st = core.state.read().membership();
         match st.members.get_mut(&id) {
             Some(m) => m.status = Status::Up,
             None => return,
@@ -215,12 +207,7 @@ impl Inner {
             forwarded,
             true,
             |core| async move {
-                let known = core
-                    .state
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .members
-                    .contains_key(&r2.node_id);
+                let known = core.state.read().members.contains_key(&r2.node_id);
                 if !known {
                     return Err(ApiError::new(
                         ErrorCode::NodeNotInCluster,
@@ -274,11 +261,7 @@ impl Inner {
         leave: bool,
     ) -> Result<pb::RemoveMemberReply, ApiError> {
         let guard = self.op_lock.lock().await;
-        let st = core
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .membership();
+        let st = core.state.read().membership();
         let member = st
             .members
             .get(&id)
@@ -301,11 +284,7 @@ impl Inner {
                 self.spawn(async move { me.removed(id).await });
             }
             return Ok(pb::RemoveMemberReply {
-                revision: core
-                    .state
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .revision,
+                revision: core.state.read().revision,
             });
         }
         let reason = if leave {

@@ -55,11 +55,7 @@ async fn round(
     core: &Core,
     leader_since: Instant,
 ) -> Result<(), ekka_types::ApiError> {
-    let st = core
-        .state
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .membership();
+    let st = core.state.read().membership();
     if st.cluster_id == 0 {
         return Ok(());
     }
@@ -71,18 +67,10 @@ async fn round(
     let Ok(_guard) = inner.try_op_lock() else {
         return Ok(());
     };
-    let st = core
-        .state
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .membership();
+    let st = core.state.read().membership();
     let (_, in_raft) = raft_roles(core);
     remove_stale_records(inner, core, &st, &in_raft).await?;
-    let st = core
-        .state
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .membership();
+    let st = core.state.read().membership();
     inner.promote(core, &st).await?;
     replace_down_voter(inner, core, &in_raft).await
 }
@@ -167,11 +155,7 @@ async fn replace_down_voter(
 ) -> Result<(), ekka_types::ApiError> {
     // Replace one voter that has been down too long by an up learner (committed down-since, so a
     // new leader neither resets nor shortens the clock). The count of voters stays the same.
-    let st = core
-        .state
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .membership();
+    let st = core.state.read().membership();
     let cutoff = now_ms().saturating_sub(inner.cfg.replace_down_voter_after.as_millis() as u64);
     if let Some((down, learner)) = st.voter_to_replace(cutoff) {
         if in_raft.contains(&learner) && caught_up(core, learner) {
@@ -196,7 +180,7 @@ async fn replace_down_voter(
 /// quorum.
 async fn autoclean(inner: &Arc<Inner>, core: &Arc<Core>) -> Result<(), ekka_types::ApiError> {
     let candidate = {
-        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        let st = core.state.read();
         let default = u64::try_from(inner.cfg.autoclean.as_millis()).unwrap_or(u64::MAX);
         st.autoclean_candidate(now_ms(), default)
             .and_then(|id| st.members.get(&id).map(|m| (id, m.name.clone())))

@@ -111,7 +111,7 @@ impl Inner {
             }
         };
         let new = build_core(&self.data, node_id, &self.transport, &self.raft_config).await?;
-        *self.core.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+        *self.core.write() = new.clone();
         if fresh {
             self.bootstrap(&new, keep).await?;
         }

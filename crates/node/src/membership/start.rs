@@ -177,7 +177,7 @@ impl Inner {
     /// Addresses of the other members, the leader's first.
     fn peer_addrs(&self, core: &Core) -> Vec<String> {
         let leader = core.raft.metrics().borrow().current_leader;
-        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        let st = core.state.read();
         let mut v: Vec<(bool, String)> = st
             .members
             .values()

@@ -43,7 +43,7 @@ impl Inner {
 
     pub(crate) fn local_status(&self, core: &Core) -> ClusterStatus {
         let m = core.raft.metrics().borrow().clone();
-        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        let st = core.state.read();
         let leader = m
             .current_leader
             .and_then(|id| st.members.get(&id))

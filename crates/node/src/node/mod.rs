@@ -3,7 +3,9 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 
 use ekka_store::DataDir;
 use ekka_types::{ApiError, ClusterStatus, NodeId};
@@ -15,7 +17,7 @@ use crate::data::Data;
 use crate::error::internal;
 use crate::membership::identity::check_identity;
 use crate::membership::{ForceLeaveOutcome, JoinOutcome};
-use crate::runtime::core::{build_core, cfg_err, lock, random_id, Action, Inner};
+use crate::runtime::core::{build_core, cfg_err, random_id, Action, Inner};
 use crate::timings::*;
 use crate::transport::pool::Transport;
 
@@ -183,12 +185,12 @@ impl Node {
 
     /// Registers a callback run before this node joins, leaves or heals (ekka's `prepare/1`).
     pub fn on_prepare(&self, f: impl Fn(Action) + Send + Sync + 'static) {
-        lock(&self.inner.prepare).push(Arc::new(f));
+        self.inner.prepare.lock().push(Arc::new(f));
     }
 
     /// Registers a callback run after this node joined, left or was reset (ekka's `reboot/0`).
     pub fn on_reboot(&self, f: impl Fn() + Send + Sync + 'static) {
-        lock(&self.inner.reboot).push(Arc::new(f));
+        self.inner.reboot.lock().push(Arc::new(f));
     }
 
     /// The storage fault that failed this node (`<data dir>: <cause>`), if any. A failed node

@@ -4,7 +4,9 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ekka_store::{DataDir, Raft, SharedState};
@@ -43,11 +45,7 @@ pub(crate) struct Core {
 impl Core {
     /// How many members this instance's state machine records.
     pub(crate) fn n_members(&self) -> usize {
-        self.state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .members
-            .len()
+        self.state.read().members.len()
     }
 }
 
@@ -134,10 +132,6 @@ pub(crate) async fn build_core(
     }))
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Inner {
     /// Starts a task of this node's, which `Node::shutdown` waits for. Every task must end on
     /// the shutdown signal (or once Raft has stopped).
@@ -150,7 +144,7 @@ impl Inner {
     }
 
     pub(crate) fn core(&self) -> Arc<Core> {
-        self.core.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.core.read().clone()
     }
 
     pub(crate) fn cluster_id(&self) -> u64 {
@@ -163,14 +157,14 @@ impl Inner {
     }
 
     pub(crate) fn run_prepare(&self, a: Action) {
-        let cbs: Vec<PrepareFn> = lock(&self.prepare).clone();
+        let cbs: Vec<PrepareFn> = self.prepare.lock().clone();
         for f in cbs {
             f(a);
         }
     }
 
     pub(crate) fn run_reboot(&self) {
-        let cbs: Vec<RebootFn> = lock(&self.reboot).clone();
+        let cbs: Vec<RebootFn> = self.reboot.lock().clone();
         for f in cbs {
             f();
         }

@@ -10,7 +10,7 @@ use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 
 use crate::error::{from_reject, from_status, internal, outcome_unknown, unavailable};
-use crate::runtime::core::{lock, now_ms, Core, Inner};
+use crate::runtime::core::{now_ms, Core, Inner};
 use crate::timings::*;
 use crate::transport::pool::Peer;
 
@@ -115,7 +115,7 @@ impl Inner {
     pub(crate) fn leader(&self, core: &Core) -> Option<(NodeId, String)> {
         let m = core.raft.metrics().borrow().clone();
         let id = m.current_leader?;
-        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        let st = core.state.read();
         let addr = st.members.get(&id).map(|m| m.addr.clone()).or_else(|| {
             m.membership_config
                 .membership()
@@ -330,7 +330,7 @@ impl Inner {
     /// With `write`, when no word came from the leader within `down_after`: that limit (the
     /// write should wait for another leader rather than be sent into a link that may be gone).
     fn write_waits_for_other_leader(&self, write: bool) -> Option<Duration> {
-        let heard = *lock(&self.leader_heard);
+        let heard = *self.leader_heard.lock();
         let limit = self.cfg.down_after;
         (write && heard.is_some_and(|t| t.elapsed() > limit)).then_some(limit)
     }

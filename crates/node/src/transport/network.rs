@@ -69,7 +69,7 @@ struct Msg(String);
 
 impl PeerConn {
     fn addr(&self) -> String {
-        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let st = self.state.read();
         st.members
             .get(&self.target)
             .map(|m| m.addr.clone())

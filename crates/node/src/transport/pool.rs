@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::timings::*;
@@ -77,7 +79,7 @@ impl<K: std::hash::Hash + Eq> LogThrottle<K> {
 
     /// Whether to log for `key` now (and, if so, not again for `every`).
     pub(crate) fn allow(&self, key: K) -> bool {
-        let mut m = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.last.lock();
         let now = Instant::now();
         if m.get(&key)
             .is_some_and(|t| now.duration_since(*t) < self.every)
@@ -126,7 +128,7 @@ impl Transport {
     pub fn set_sender(&self, incarnation: u64, addr: &str) {
         let v = AsciiMetadataValue::try_from(format!("{}@{addr}", ekka_types::fmt_id(incarnation)))
             .ok();
-        *self.sender.lock().unwrap_or_else(|e| e.into_inner()) = v;
+        *self.sender.lock() = v;
     }
 
     pub fn cluster_id(&self) -> u64 {
@@ -134,7 +136,7 @@ impl Transport {
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
-        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.channels.lock();
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
@@ -165,11 +167,7 @@ impl Transport {
             cookie: self.cookie.clone(),
             cluster,
             forwarded,
-            sender: self
-                .sender
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            sender: self.sender.lock().clone(),
         })
     }
 
@@ -218,13 +216,13 @@ impl Transport {
     }
 
     pub fn record_ok(&self, id: NodeId) {
-        let mut m = self.last_ok.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.last_ok.lock();
         m.insert(id, Instant::now());
     }
 
     /// When `id` last answered a Raft RPC, if ever.
     pub fn last_ok(&self, id: NodeId) -> Option<Instant> {
-        let m = self.last_ok.lock().unwrap_or_else(|e| e.into_inner());
+        let m = self.last_ok.lock();
         m.get(&id).copied()
     }
 }

@@ -201,11 +201,7 @@ impl Peer for PeerSvc {
         let core = self.inner.core();
         let res = core.raft.append_entries(rpc).await;
         if matches!(&res, Ok(r) if r.is_success()) {
-            *self
-                .inner
-                .leader_heard
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+            *self.inner.leader_heard.lock() = Some(std::time::Instant::now());
         }
         // openraft answers once the entries are written, before they are flushed (see
         // `ekka_store::LogStore`); the leader may count the answer, so it waits for the flush.
@@ -232,11 +228,7 @@ impl Peer for PeerSvc {
                 .await
                 .map_err(to_status)?;
         }
-        let removed = core
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .was_removed(candidate);
+        let removed = core.state.read().was_removed(candidate);
         if removed {
             // The candidate was removed while it could not hear it: tell it, so it resets.
             return Err(to_status(ApiError::new(
@@ -433,7 +425,7 @@ impl Cluster for ClusterSvc {
         ekka_types::lock::check_resource(&r.resource)
             .map_err(|m| to_status(ApiError::new(ErrorCode::InvalidArgument, m)))?;
         let core = self.inner.core();
-        let st = core.state.read().unwrap_or_else(|e| e.into_inner());
+        let st = core.state.read();
         let mut reply = pb::LockStatusReply {
             revision: st.revision,
             ..Default::default()
