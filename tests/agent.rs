@@ -46,6 +46,33 @@ fn t30_invalid_config_exits_2_before_binding() {
 }
 
 #[test]
+fn t30b_a_port_in_use_exits_2_before_the_data_dir_is_touched() {
+    let d = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    for (i, flag) in ["--listen", "--http"].into_iter().enumerate() {
+        let data = d.path().join(format!("data{i}"));
+        let mut args = vec!["agent", "--data-dir", data.to_str().unwrap()];
+        if flag == "--http" {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
+        args.extend([flag, &taken]);
+        let out = run(&args);
+        assert_eq!(out.code, 2, "{flag}: {out:?}");
+        assert!(
+            out.stderr.contains("error: invalid_config: ") && out.stderr.contains("cannot bind"),
+            "{flag}: {out:?}"
+        );
+        assert!(!out.stdout.contains("listening on"), "{flag}: {out:?}");
+        // The config check may create the dir (it must be writable); nothing is written in it.
+        let held: Vec<_> = std::fs::read_dir(&data)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(held.is_empty(), "{flag}: the data dir holds {held:?}");
+    }
+}
+
+#[test]
 fn t31_data_dir_in_use_is_refused() {
     let mut c = Cluster::new();
     c.start("n1", &[]);

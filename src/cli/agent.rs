@@ -19,14 +19,21 @@ pub async fn run(args: AgentArgs) -> Result<(), ApiError> {
     if cfg.default_cookie {
         warn!("no cookie configured: using the default cookie; set --cookie or EKKA_COOKIE");
     }
-    let node = Node::start(cfg.node).await?;
+    // Every port first: one in use fails the start before the data dir is touched.
+    cfg.node.validate()?;
+    let listener = Node::bind(&cfg.node).await?;
+    let http = match &cfg.http {
+        Some(h) => Some(crate::cli::http::bind(h).await?),
+        None => None,
+    };
+    let node = Node::start_on(cfg.node, listener).await?;
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {}", node.local_addr());
         let _ = out.flush();
     }
-    if let Some(h) = &cfg.http {
-        let bound = crate::cli::http::spawn(h, node.clone()).await?;
+    if let Some(listener) = http {
+        let bound = crate::cli::http::serve(listener, node.clone())?;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "http on {bound}");
         let _ = out.flush();

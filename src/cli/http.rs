@@ -10,14 +10,21 @@ use ekka::{ApiError, ErrorCode, Node, Status};
 
 use crate::cli::output;
 
-/// Binds `addr` and serves in the background; returns the bound address.
-pub async fn spawn(addr: &str, node: Node) -> Result<std::net::SocketAddr, ApiError> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+/// Binds the HTTP port (`invalid_config` when it cannot).
+pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, ApiError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidConfig,
             format!("http: cannot bind {addr}: {e}"),
         )
-    })?;
+    })
+}
+
+/// Serves the HTTP endpoints of `node` on `listener`; returns the bound address.
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    node: Node,
+) -> Result<std::net::SocketAddr, ApiError> {
     let bound = listener
         .local_addr()
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;

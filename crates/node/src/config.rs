@@ -147,7 +147,7 @@ impl NodeConfig {
         {
             return bad("timing: need 0 < heartbeat < election_min < election_max".into());
         }
-        Ok(())
+        self.raft_config().map(|_| ())
     }
 
     pub(crate) fn raft_config(&self) -> Result<openraft::Config, ApiError> {

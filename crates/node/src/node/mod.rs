@@ -46,22 +46,44 @@ pub struct Node {
 }
 
 impl Node {
-    /// Opens the data dir, binds the gRPC server and starts the node. A node with an empty data
-    /// dir becomes a one-node cluster; a node that was in a cluster rejoins it (announcing its
+    /// Binds `cfg.listen`, opens the data dir and starts the node. A node with an empty data dir
+    /// becomes a one-node cluster; a node that was in a cluster rejoins it (announcing its
     /// possibly new address). Configuration problems are `invalid_config` errors, raised before
-    /// anything is bound.
+    /// anything is bound; a port in use is one too, raised before the data dir is touched.
     pub async fn start(cfg: NodeConfig) -> Result<Node, ApiError> {
-        let span = tracing::info_span!("node", node = %cfg.name);
-        Self::start_in(cfg, span.clone()).instrument(span).await
+        cfg.validate()?;
+        let listener = Node::bind(&cfg).await?;
+        Node::start_on(cfg, listener).await
     }
 
-    async fn start_in(cfg: NodeConfig, span: tracing::Span) -> Result<Node, ApiError> {
+    /// Binds the gRPC listener `cfg.listen` names (`invalid_config` when it cannot).
+    pub async fn bind(cfg: &NodeConfig) -> Result<tokio::net::TcpListener, ApiError> {
+        tokio::net::TcpListener::bind(&cfg.listen)
+            .await
+            .map_err(|e| cfg_err(format!("listen: cannot bind {}: {e}", cfg.listen)))
+    }
+
+    /// As [`Node::start`], serving on `listener`, which the caller bound (`cfg.listen` is not
+    /// used): an embedder that binds everything first fails on a port in use before any state
+    /// is written. The listener is the node's from here on, closed by [`Node::shutdown`].
+    pub async fn start_on(
+        cfg: NodeConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Node, ApiError> {
+        let span = tracing::info_span!("node", node = %cfg.name);
+        Self::start_in(cfg, listener, span.clone())
+            .instrument(span)
+            .await
+    }
+
+    async fn start_in(
+        cfg: NodeConfig,
+        listener: tokio::net::TcpListener,
+        span: tracing::Span,
+    ) -> Result<Node, ApiError> {
         cfg.validate()?;
         let raft_config = Arc::new(cfg.raft_config()?);
         let dir = DataDir::open(&cfg.data_dir).map_err(cfg_err)?;
-        let listener = tokio::net::TcpListener::bind(&cfg.listen)
-            .await
-            .map_err(|e| cfg_err(format!("listen: cannot bind {}: {e}", cfg.listen)))?;
         let local_addr = listener.local_addr().map_err(internal)?;
         let addr = cfg
             .advertise
