@@ -162,3 +162,23 @@ async fn joining_oneself_is_ignored_and_ones_own_cluster_refused() {
     assert_eq!(names(&st), ["n1", "n2"]);
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_left_joins_again_at_once() {
+    let c = Nodes::start(3, 5).await;
+    c.form().await;
+    let st = wait_status(c.node("n2"), |s| s.running_nodes().len() == 3).await;
+    let leader = st.leader.clone().expect("a leader");
+    let other = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != leader)
+        .expect("another member");
+    c.node(&leader).leave().await.expect("leave");
+    // Its record may still be there (`leaving`) for a monitor round: the join must not find the
+    // name in use.
+    let back = c.node(&leader).join(&c.addr(other)).await;
+    assert!(matches!(back, Ok(JoinOutcome::Joined { .. })), "{back:?}");
+    let st = wait_status(c.node(other), |s| s.running_nodes().len() == 3).await;
+    assert_eq!(names(&st), ["n1", "n2", "n3"]);
+    c.shutdown().await;
+}

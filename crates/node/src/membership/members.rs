@@ -78,7 +78,15 @@ impl Inner {
                 return Ok(reply(st.revision));
             }
         }
-        let old = down_namesake(&st, &req)?;
+        let gone = left_namesake(&core, &st, &req);
+        if let Some(id) = gone.filter(|_| !req.dry_run) {
+            // A member that left (a leader leaving itself) keeps its record until a monitor
+            // round drops it: dropped here, so its name can join again at once.
+            let reason = RemoveReason::Left;
+            self.propose_on(&core, Command::RemoveMember { id, reason })
+                .await?;
+        }
+        let old = down_namesake(&st, &req, gone)?;
         let plan = match &old {
             Some(o) => Some(st.plan_remove(o.id).map_err(from_reject)?),
             None => None,
@@ -311,14 +319,25 @@ impl Inner {
     }
 }
 
-/// The other member named as `req`'s joiner, which the joiner replaces; refused unless it is down.
+/// The other member named as `req`'s joiner that has left: `leaving`, and out of the Raft
+/// configuration already.
+fn left_namesake(core: &Core, st: &ClusterState, req: &pb::AddMemberRequest) -> Option<NodeId> {
+    st.member_by_name(&req.name)
+        .filter(|m| m.id != req.node_id && m.status == Status::Leaving)
+        .filter(|m| !Inner::in_raft_config(core, m.id))
+        .map(|m| m.id)
+}
+
+/// The other member named as `req`'s joiner, which the joiner replaces; refused unless it is down
+/// (or is `left`, a record about to go).
 fn down_namesake(
     st: &ClusterState,
     req: &pb::AddMemberRequest,
+    left: Option<NodeId>,
 ) -> Result<Option<Member>, ApiError> {
     let old = st
         .member_by_name(&req.name)
-        .filter(|m| m.id != req.node_id)
+        .filter(|m| m.id != req.node_id && Some(m.id) != left)
         .cloned();
     if let Some(o) = &old {
         if o.status != Status::Down {
