@@ -20,7 +20,7 @@
 //! # }
 //! ```
 
-pub use ekka_client::{Client, KvWatcher, LockGrant, Outcome, Watcher};
+pub use ekka_client::{Client, KvWatcher, LockGrant, Outcome, Tls, TlsFiles, Watcher};
 pub use ekka_node::{
     Action, ForceLeaveOutcome, JoinOutcome, LocalLocks, LockGuard, Node, NodeConfig, Read,
 };

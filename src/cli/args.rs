@@ -61,9 +61,20 @@ pub struct AgentArgs {
     /// Data directory [default: ./ekka-data].
     #[arg(long, env = "EKKA_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Shared cluster secret [default: a fixed default, with a warning].
+    /// Shared cluster secret [default: a fixed default, with a warning; refused on an address
+    /// other hosts can reach unless TLS is on].
     #[arg(long, env = "EKKA_COOKIE", hide_env_values = true)]
     pub cookie: Option<String>,
+    /// PEM certificate of this agent: with --tls-key and --tls-ca, the gRPC port speaks mutual
+    /// TLS only.
+    #[arg(long, env = "EKKA_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "EKKA_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: peers and clients must present a certificate it signed.
+    #[arg(long, env = "EKKA_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
     /// Discovery strategy: manual, singleton, static, dns, etcd, k8s, mcast or exec
     /// [default: manual].
     #[arg(long, env = "EKKA_DISCOVERY", value_name = "KIND")]
@@ -204,6 +215,35 @@ pub struct ClientArgs {
     /// Shared cluster secret.
     #[arg(long, env = "EKKA_COOKIE", hide_env_values = true)]
     pub cookie: Option<String>,
+    /// PEM certificate to present to a TLS agent (with --tls-key and --tls-ca).
+    #[arg(long, env = "EKKA_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "EKKA_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle the agent's certificate must be signed by.
+    #[arg(long, env = "EKKA_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// The TLS files from the three flags: all or none (`invalid_config` otherwise).
+pub fn tls_files(
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    ca: &Option<PathBuf>,
+) -> Result<Option<ekka::TlsFiles>, ekka::ApiError> {
+    match (cert, key, ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(ekka::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        })),
+        _ => Err(ekka::ApiError::new(
+            ekka::ErrorCode::InvalidConfig,
+            "tls: --tls-cert, --tls-key and --tls-ca go together",
+        )),
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -8,7 +8,14 @@ use crate::cli::output;
 
 pub(crate) fn client(a: &ClientArgs) -> Result<Client, ApiError> {
     let cookie = a.cookie.as_deref().unwrap_or(ekka_client::DEFAULT_COOKIE);
-    Client::new(&a.node, cookie)
+    let tls = match crate::cli::args::tls_files(&a.tls_cert, &a.tls_key, &a.tls_ca)? {
+        Some(f) => Some(
+            f.load()
+                .map_err(|e| ApiError::new(ekka::ErrorCode::InvalidConfig, e.to_string()))?,
+        ),
+        None => None,
+    };
+    Client::with_tls(&a.node, cookie, tls.as_ref())
 }
 
 /// Runs one cluster command; prints its success output on stdout.

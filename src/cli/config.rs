@@ -100,6 +100,7 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
     if let Some(c) = cookie {
         node.cookie = c;
     }
+    node.tls = crate::cli::args::tls_files(&args.tls_cert, &args.tls_key, &args.tls_ca)?;
     let kind = args.discovery.clone().unwrap_or_else(|| "manual".into());
     let seeds = args.seeds.clone().unwrap_or_default();
     let timeout = ekka_node::discovery::DEFAULT_TIMEOUT;
@@ -256,12 +257,28 @@ pub fn load(args: AgentArgs) -> Result<AgentConfig, ApiError> {
             .map_err(|e| invalid(format!("http: {h:?} is not IP:PORT ({e})")))?;
     }
     node.validate()?;
+    if default_cookie && node.tls.is_none() && reachable_from_others(&node.listen) {
+        return Err(invalid(format!(
+            "listen: {} can be reached from other hosts, and with neither a cookie nor TLS \
+             anyone there could read and write the cluster: set --cookie (or EKKA_COOKIE), or \
+             --tls-cert, --tls-key and --tls-ca",
+            node.listen
+        )));
+    }
     check_data_dir(&node.data_dir)?;
     Ok(AgentConfig {
         node,
         http,
         default_cookie,
     })
+}
+
+/// Whether an agent listening on `listen` (`IP:PORT`, checked) takes connections from other
+/// hosts: any address but a loopback one.
+fn reachable_from_others(listen: &str) -> bool {
+    listen
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| !a.ip().is_loopback())
 }
 
 /// The data dir must be a directory we can write (created if missing).

@@ -9,11 +9,12 @@ use ekka_types::limits::MAX_RPC_MESSAGE_BYTES;
 use ekka_types::{ApiError, ClusterStatus, ErrorCode, Event};
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 mod data;
 
 pub use data::{KvRange, KvWatcher, LockGrant, LockStatus};
+pub use ekka_proto::tls::{Tls, TlsFiles};
 pub use ekka_proto::DEFAULT_COOKIE;
 
 /// How long a membership change may take before the client gives up.
@@ -53,13 +54,17 @@ impl Client {
     /// A client of the agent at `addr` (`HOST:PORT`). Connects lazily: an agent that is not
     /// there shows up as `node_down` on the first call.
     pub fn new(addr: &str, cookie: &str) -> Result<Client, ApiError> {
+        Client::with_tls(addr, cookie, None)
+    }
+
+    /// As [`Client::new`], over mutual TLS when `tls` is given (load it once with
+    /// [`TlsFiles::load`](ekka_proto::tls::TlsFiles::load) and share it between clients).
+    pub fn with_tls(addr: &str, cookie: &str, tls: Option<&Tls>) -> Result<Client, ApiError> {
         ekka_types::check::check_addr(addr).map_err(invalid)?;
         let cookie = AsciiMetadataValue::try_from(cookie)
             .map_err(|_| invalid("the cookie must be printable ASCII"))?;
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| invalid(format!("bad address {addr:?}: {e}")))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
+        let ch = ekka_proto::tls::endpoint(addr, tls, Duration::from_secs(2))
+            .map_err(invalid)?
             .connect_lazy();
         let inner = ClusterClient::with_interceptor(ch, Auth(cookie))
             .max_decoding_message_size(MAX_RPC_MESSAGE_BYTES)

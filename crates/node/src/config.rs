@@ -10,6 +10,7 @@ use ekka_types::check::{check_addr, check_name};
 use ekka_types::limits::{MAX_COOKIE_BYTES, MAX_ENTRY_BYTES, MAX_VOTERS_LIMIT};
 use ekka_types::{ApiError, ErrorCode};
 
+pub use ekka_proto::tls::TlsFiles;
 pub use ekka_proto::DEFAULT_COOKIE;
 
 /// Default [`NodeConfig::snapshot_log_bytes`]: 64 MiB of log since the last snapshot (about 1,000
@@ -71,6 +72,9 @@ pub struct NodeConfig {
     /// The leader removes members down this long (committed down-since), learners first, never
     /// below quorum; `0` turns it off. The cluster's own setting (`Node::set_autoclean`) wins.
     pub autoclean: Duration,
+    /// Mutual TLS on the gRPC port (peers and clients), `None`: plaintext. Peers and clients
+    /// must present a certificate the CA signed; the cookie is still checked.
+    pub tls: Option<TlsFiles>,
 }
 
 impl NodeConfig {
@@ -97,6 +101,7 @@ impl NodeConfig {
             autoheal: true,
             replace_down_voter_after: Duration::from_secs(10),
             autoclean: Duration::from_secs(3600),
+            tls: None,
         }
     }
 
@@ -146,6 +151,10 @@ impl NodeConfig {
             || self.election_timeout_max <= self.election_timeout_min
         {
             return bad("timing: need 0 < heartbeat < election_min < election_max".into());
+        }
+        if let Some(t) = &self.tls {
+            t.load()
+                .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e.to_string()))?;
         }
         self.raft_config().map(|_| ())
     }

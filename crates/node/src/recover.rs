@@ -47,8 +47,8 @@ pub async fn recover(dir: &Path) -> Result<RecoverReport, ApiError> {
     let cluster_id = data.cluster_id();
     let cfg = NodeConfig::new("recover", dir);
     let config = Arc::new(cfg.raft_config()?);
-    let transport =
-        Transport::new(&cfg.cookie, Arc::new(AtomicU64::new(cluster_id))).map_err(internal)?;
+    let transport = Transport::new(&cfg.cookie, Arc::new(AtomicU64::new(cluster_id)), None)
+        .map_err(internal)?;
 
     commit_whole_log(&data).await?;
     let Replayed {

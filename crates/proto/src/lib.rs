@@ -28,6 +28,7 @@ pub const SENDER_HEADER: &str = "x-ekka-sender";
 pub const DEFAULT_COOKIE: &str = "ekka-default-cookie";
 
 pub mod envelope;
+pub mod tls;
 pub use envelope::{payload_version_readable, MIN_PAYLOAD_VERSION, PAYLOAD_VERSION};
 
 /// A protobuf message that does not convert to an ekka type.

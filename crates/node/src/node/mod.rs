@@ -90,7 +90,11 @@ impl Node {
             .clone()
             .unwrap_or_else(|| local_addr.to_string());
         let cluster_id = Arc::new(AtomicU64::new(dir.cluster_id()));
-        let transport = Transport::new(&cfg.cookie, cluster_id.clone()).map_err(cfg_err)?;
+        let tls = match &cfg.tls {
+            Some(t) => Some(t.load().map_err(cfg_err)?),
+            None => None,
+        };
+        let transport = Transport::new(&cfg.cookie, cluster_id.clone(), tls).map_err(cfg_err)?;
         let core = build_core(&dir, dir.node_id(), &transport, &raft_config).await?;
         // No campaign before this process knows it is the only one with this node id.
         core.raft.runtime_config().elect(false);
@@ -128,7 +132,7 @@ impl Node {
             span,
         });
         let (data, batch_rx) = Data::new(inner.clone());
-        crate::transport::server::spawn(inner.clone(), data.clone(), listener);
+        crate::transport::server::spawn(inner.clone(), data.clone(), listener)?;
         inner.spawn(crate::runtime::fault::watch(inner.clone()));
         inner.spawn(inner.clone().stop_on_conflict());
         inner.after_start().await?;

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use crate::timings::*;
 use ekka_proto::pb::peer_client::PeerClient;
+use ekka_proto::tls::Tls;
 use ekka_proto::{CLUSTER_HEADER, COOKIE_HEADER, FORWARDED_HEADER, SENDER_HEADER};
 use ekka_store::NodeId;
 use ekka_types::limits::MAX_RPC_MESSAGE_BYTES;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// A peer client whose every call carries the cookie and the cluster id.
 pub type Peer = PeerClient<InterceptedService<Channel, Outgoing>>;
@@ -61,6 +62,8 @@ pub struct Transport {
     sender: Arc<Mutex<Option<AsciiMetadataValue>>>,
     /// Set when a member refused this process because another one runs with its node id.
     pub conflict: Arc<tokio::sync::watch::Sender<Option<String>>>,
+    /// Mutual TLS for every connection (and the server's side of it), when configured.
+    pub(crate) tls: Option<Tls>,
 }
 
 /// Lets a log line through at most once per `every` for each key.
@@ -106,7 +109,11 @@ pub enum TransportError {
 
 impl Transport {
     /// `cookie` must be printable ASCII (checked by `NodeConfig::validate`).
-    pub fn new(cookie: &str, cluster_id: Arc<AtomicU64>) -> Result<Self, TransportError> {
+    pub fn new(
+        cookie: &str,
+        cluster_id: Arc<AtomicU64>,
+        tls: Option<Tls>,
+    ) -> Result<Self, TransportError> {
         let cookie =
             AsciiMetadataValue::try_from(cookie).map_err(|e| TransportError::BadHeader {
                 what: "the cookie",
@@ -121,6 +128,7 @@ impl Transport {
             refused: Arc::new(LogThrottle::new(REFUSAL_LOG_EVERY)),
             sender: Arc::default(),
             conflict: Arc::new(tokio::sync::watch::channel(None).0),
+            tls,
         })
     }
 
@@ -140,13 +148,11 @@ impl Transport {
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| TransportError::BadAddress {
+        let ep = ekka_proto::tls::endpoint(addr, self.tls.as_ref(), CONNECT_TIMEOUT)
+            .map_err(|reason| TransportError::BadAddress {
                 addr: addr.to_string(),
-                reason: e.to_string(),
+                reason,
             })?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE_EVERY)
             .keep_alive_while_idle(true);
         let ch = ep.connect_lazy();

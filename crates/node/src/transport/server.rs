@@ -27,7 +27,11 @@ use crate::timings::REFUSAL_LOG_EVERY;
 use crate::transport::pool::LogThrottle;
 
 /// Starts serving both services on `listener` until the node's shutdown signal.
-pub(crate) fn spawn(inner: Arc<Inner>, data: Arc<Data>, listener: tokio::net::TcpListener) {
+pub(crate) fn spawn(
+    inner: Arc<Inner>,
+    data: Arc<Data>,
+    listener: tokio::net::TcpListener,
+) -> Result<(), ApiError> {
     let cookie = inner.cfg.cookie.clone().into_bytes();
     let check = move |req: Request<()>| check_cookie(&cookie, req);
     let peer = PeerServer::new(PeerSvc {
@@ -45,7 +49,13 @@ pub(crate) fn spawn(inner: Arc<Inner>, data: Arc<Data>, listener: tokio::net::Tc
     .max_encoding_message_size(MAX_RPC_MESSAGE_BYTES);
     let mut shutdown = inner.shutdown.subscribe();
     let span = inner.span.clone();
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &inner.transport.tls {
+        builder = builder
+            .tls_config(tls.server())
+            .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, format!("tls: {e}")))?;
+    }
+    let router = builder
         .trace_fn(move |_| span.clone())
         .add_service(tonic::service::interceptor::InterceptedService::new(
             peer,
@@ -69,6 +79,7 @@ pub(crate) fn spawn(inner: Arc<Inner>, data: Arc<Data>, listener: tokio::net::Tc
             warn!(error = %e, "grpc server stopped");
         }
     });
+    Ok(())
 }
 
 /// Constant-time comparison, so the cookie cannot be guessed byte by byte from timings.
